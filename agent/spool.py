@@ -1,0 +1,548 @@
+"""The device's durable spool: envelope files indexed in SQLite.
+
+Envelope files are written temp file -> fsync -> rename -> fsync(dir); the
+index runs in WAL mode with ``synchronous=FULL``. Document states:
+captured -> sealed -> queued -> sent -> stored -> purged. ``recover()`` resolves
+every crash point at start-up. Nothing that is not ``stored`` is ever deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from agent.audit import AuditEntry, chain_entry
+from agent.errors import SpoolError, SpoolFullError
+
+log = logging.getLogger("sohoa.spool")
+
+STATES = ("captured", "sealed", "queued", "sent", "stored", "purged")
+PENDING = ("captured", "sealed", "queued", "sent")
+ENVELOPE_SUFFIX = ".env"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    pages INTEGER NOT NULL,
+    doc_class TEXT NOT NULL DEFAULT 'normal',
+    pdf_sha256 TEXT,
+    ciphertext_sha256 TEXT,
+    created_at REAL NOT NULL,
+    queued_at REAL,
+    sent_at REAL,
+    stored_at REAL,
+    purged_at REAL,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS documents_state ON documents(state);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    pages_in INTEGER NOT NULL DEFAULT 0,
+    documents INTEGER NOT NULL DEFAULT 0,
+    blank INTEGER NOT NULL DEFAULT 0,
+    barcode_pages INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'open',
+    warnings TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class SpoolDoc:
+    doc_id: str
+    batch_id: str
+    state: str
+    bytes: int
+    pages: int
+    doc_class: str
+    created_at: float
+    envelope: Path
+    pdf_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    by_state: dict[str, int]
+    pending_docs: int
+    pending_bytes: int
+    oldest_pending_age_s: float | None
+    disk_free_bytes: int
+    last_sync: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "by_state": self.by_state,
+            "pending_docs": self.pending_docs,
+            "pending_bytes": self.pending_bytes,
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+            "disk_free_bytes": self.disk_free_bytes,
+            "last_sync": self.last_sync,
+        }
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    temp_removed: int = 0
+    finished: int = 0
+    adopted: int = 0
+    lost: int = 0
+    missing: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.temp_removed or self.finished or self.adopted or self.lost or self.missing)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_or_stop(fd: int, what: str) -> None:
+    """fsync, and turn a failure into a stop: after a failed fsync the page cache
+    can no longer be trusted (the PostgreSQL 'fsyncgate' lesson)."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise SpoolError(
+            f"the disk refused to save {what} ({os.strerror(exc.errno or 0)})",
+            "stop the device and check the storage card; nothing has been deleted",
+        ) from exc
+
+
+def disk_full_error(free: int, reserve: int) -> SpoolFullError:
+    return SpoolFullError(
+        f"Bộ nhớ gần đầy: còn {free // 2**20} MB, cần dự trữ {reserve // 2**20} MB / "
+        f"disk nearly full ({free // 2**20} MB free, {reserve // 2**20} MB reserve)",
+        "chờ đồng bộ xong hoặc gọi kỹ thuật viên / wait for sync to free space or call a technician",
+    )
+
+
+class Spool:
+    """Envelope files under ``root/env`` indexed by ``root/spool.db``."""
+
+    def __init__(
+        self, root: Path, *, reserve_bytes: int = 0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.root = root
+        self.env_dir = root / "env"
+        self.tmp_dir = root / "tmp"
+        self.reserve_bytes = reserve_bytes
+        self.clock = clock
+        try:
+            for d in (root, self.env_dir, self.tmp_dir):
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except PermissionError:
+            raise SpoolError(
+                f"cannot create the spool in {root} (permission denied)",
+                "set $SOHOA_HOME to a writable directory or run as the sohoa user",
+            ) from None
+        self._conn = sqlite3.connect(root / "spool.db", timeout=30, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.executescript(SCHEMA)
+        self.db = sqlite_utils.Database(self._conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions and audit ------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _audit(self, conn: sqlite3.Connection, kind: str, body: dict[str, Any]) -> None:
+        row = conn.execute(
+            "SELECT seq, ts, kind, body, prev, hash FROM audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        prev = (
+            None
+            if row is None
+            else AuditEntry(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+        )
+        e = chain_entry(prev, iso(self.clock()), kind, body)
+        conn.execute(
+            "INSERT INTO audit (seq, ts, kind, body, prev, hash) VALUES (?,?,?,?,?,?)",
+            (e.seq, e.ts, e.kind, json.dumps(e.body, sort_keys=True), e.prev, e.hash),
+        )
+
+    def audit_entries(self) -> list[AuditEntry]:
+        rows = self._conn.execute("SELECT seq, ts, kind, body, prev, hash FROM audit ORDER BY seq")
+        return [AuditEntry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- capture side ----------------------------------------------------------
+
+    def disk_free(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def check_space(self) -> None:
+        """Refuse to start a batch when free space is below the reserve."""
+        free = self.disk_free()
+        if free < self.reserve_bytes:
+            raise disk_full_error(free, self.reserve_bytes)
+
+    def begin_batch(self, batch_id: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO batches (batch_id, started_at) VALUES (?, ?)", (batch_id, self.clock())
+            )
+
+    def end_batch(
+        self,
+        batch_id: str,
+        *,
+        page_sha256: list[str],
+        separators: list[int],
+        documents: list[str],
+        warnings: list[str],
+        blank: int,
+        barcode_pages: int,
+        status: str,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE batches SET ended_at=?, pages_in=?, documents=?, blank=?, barcode_pages=?,"
+                " status=?, warnings=? WHERE batch_id=?",
+                (
+                    self.clock(),
+                    len(page_sha256),
+                    len(documents),
+                    blank,
+                    barcode_pages,
+                    status,
+                    json.dumps(warnings, ensure_ascii=False),
+                    batch_id,
+                ),
+            )
+
+    def record_batch_pages(
+        self, batch_id: str, page_sha256: list[str], separators: list[int]
+    ) -> None:
+        """Audit the batch's page hashes before its documents are committed."""
+        with self._tx() as c:
+            self._audit(
+                c,
+                "batch",
+                {
+                    "batch_id": batch_id,
+                    "page_sha256": page_sha256,
+                    "separator_sha256": [
+                        page_sha256[i] for i in separators if i < len(page_sha256)
+                    ],
+                },
+            )
+
+    def temp_envelope(self, doc_id: str) -> Path:
+        return self.tmp_dir / f"{doc_id}{ENVELOPE_SUFFIX}.tmp"
+
+    def envelope_path(self, doc_id: str) -> Path:
+        return self.env_dir / f"{doc_id}{ENVELOPE_SUFFIX}"
+
+    def commit_document(
+        self,
+        tmp: Path,
+        *,
+        doc_id: str,
+        batch_id: str,
+        pages: int,
+        page_sha256: list[str],
+        pdf_sha256: str,
+        ciphertext_sha256: str,
+        doc_class: str = "normal",
+    ) -> SpoolDoc:
+        """Make a sealed envelope durable and queue it for sync.
+
+        The row is written (state ``captured``) before the rename so that a crash
+        at any point leaves either a row recovery can finish or nothing at all.
+        """
+        size = tmp.stat().st_size
+        now = self.clock()
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO documents (doc_id, batch_id, state, bytes, pages, doc_class,"
+                " pdf_sha256, ciphertext_sha256, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    doc_id,
+                    batch_id,
+                    "captured",
+                    size,
+                    pages,
+                    doc_class,
+                    pdf_sha256,
+                    ciphertext_sha256,
+                    now,
+                ),
+            )
+        final = self.envelope_path(doc_id)
+        tmp.replace(final)
+        fsync_dir(self.env_dir)
+        with self._tx() as c:
+            c.execute(
+                "UPDATE documents SET state='queued', queued_at=? WHERE doc_id=?", (now, doc_id)
+            )
+            self._audit(
+                c,
+                "document",
+                {
+                    "doc_id": doc_id,
+                    "batch_id": batch_id,
+                    "page_sha256": page_sha256,
+                    "pdf_sha256": pdf_sha256,
+                    "ciphertext_sha256": ciphertext_sha256,
+                },
+            )
+        return SpoolDoc(doc_id, batch_id, "queued", size, pages, doc_class, now, final, pdf_sha256)
+
+    # -- sync side -------------------------------------------------------------
+
+    def _doc(self, row: sqlite3.Row | tuple[Any, ...]) -> SpoolDoc:
+        return SpoolDoc(
+            doc_id=row[0],
+            batch_id=row[1],
+            state=row[2],
+            bytes=row[3],
+            pages=row[4],
+            doc_class=row[5],
+            created_at=row[6],
+            envelope=self.envelope_path(row[0]),
+            pdf_sha256=row[7],
+        )
+
+    _COLS = "doc_id, batch_id, state, bytes, pages, doc_class, created_at, pdf_sha256"
+
+    def pending(self) -> list[SpoolDoc]:
+        """Documents to upload, cover-sheet class first, then smaller first."""
+        rows = self._conn.execute(
+            f"SELECT {self._COLS} FROM documents WHERE state IN ('queued', 'sent')"  # noqa: S608
+            " ORDER BY doc_class = 'cover' DESC, bytes ASC, created_at ASC"
+        ).fetchall()
+        return [self._doc(r) for r in rows]
+
+    def get(self, doc_id: str) -> SpoolDoc | None:
+        row = self._conn.execute(
+            f"SELECT {self._COLS} FROM documents WHERE doc_id = ?",  # noqa: S608
+            (doc_id,),
+        ).fetchone()
+        return None if row is None else self._doc(row)
+
+    def documents(self) -> list[SpoolDoc]:
+        rows = self._conn.execute(f"SELECT {self._COLS} FROM documents ORDER BY created_at")  # noqa: S608
+        return [self._doc(r) for r in rows]
+
+    def mark_sent(self, doc_id: str) -> None:
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE documents SET state='sent', sent_at=? WHERE doc_id=? AND state='queued'",
+                (self.clock(), doc_id),
+            )
+            if cur.rowcount:
+                self._audit(c, "sent", {"doc_id": doc_id})
+
+    def mark_stored(self, doc_id: str, receipt: str) -> bool:
+        """Record a verified warehouse receipt; False if the document was not pending."""
+        now = self.clock()
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE documents SET state='stored', stored_at=?, receipt=? WHERE doc_id=?"
+                " AND state IN ('queued', 'sent')",
+                (now, receipt, doc_id),
+            )
+            if not cur.rowcount:
+                return False
+            self._audit(c, "receipt", {"doc_id": doc_id, "receipt_sha256": _sha(receipt)})
+        self.set_meta("last_sync", iso(now))
+        return True
+
+    def purge_expired(self, retention_s: float) -> int:
+        """Delete envelope files of documents stored longer than the retention."""
+        cutoff = self.clock() - retention_s
+        rows = self._conn.execute(
+            "SELECT doc_id FROM documents WHERE state='stored' AND stored_at <= ?", (cutoff,)
+        ).fetchall()
+        for (doc_id,) in rows:
+            with contextlib.suppress(FileNotFoundError):
+                self.envelope_path(doc_id).unlink()
+            with self._tx() as c:
+                c.execute(
+                    "UPDATE documents SET state='purged', purged_at=? WHERE doc_id=? AND state='stored'",
+                    (self.clock(), doc_id),
+                )
+                self._audit(c, "purge", {"doc_id": doc_id})
+        if rows:
+            fsync_dir(self.env_dir)
+        return len(rows)
+
+    def status(self) -> SpoolStatus:
+        by_state = {s: 0 for s in STATES}
+        for state, n in self._conn.execute("SELECT state, count(*) FROM documents GROUP BY state"):
+            by_state[state] = n
+        placeholders = ",".join("?" * len(PENDING))
+        row = self._conn.execute(
+            f"SELECT count(*), coalesce(sum(bytes), 0), min(created_at) FROM documents"  # noqa: S608
+            f" WHERE state IN ({placeholders})",
+            PENDING,
+        ).fetchone()
+        oldest = None if row[2] is None else round(max(0.0, self.clock() - row[2]), 1)
+        return SpoolStatus(
+            by_state, row[0], row[1], oldest, self.disk_free(), self.get_meta("last_sync")
+        )
+
+    def batch_stats(self, since: float) -> dict[str, Any]:
+        row = self._conn.execute(
+            "SELECT coalesce(sum(pages_in),0), coalesce(sum(blank),0), coalesce(sum(barcode_pages),0),"
+            " max(ended_at) FROM batches WHERE started_at >= ?",
+            (since,),
+        ).fetchone()
+        last = self._conn.execute("SELECT max(ended_at) FROM batches").fetchone()[0]
+        pages = int(row[0])
+        return {
+            "pages_today": pages,
+            "blank_rate": round(row[1] / pages, 3) if pages else None,
+            "barcode_read_rate": round(row[2] / pages, 3) if pages else None,
+            "last_batch": iso(last) if last else None,
+        }
+
+    # -- recovery --------------------------------------------------------------
+
+    def recover(self) -> RecoveryReport:
+        """Resolve every crash point: half-written files, rows without files,
+        files without rows. Never deletes a complete envelope."""
+        from agent.envelope import read_header  # local: envelope imports nothing of ours
+
+        temp_removed = finished = adopted = lost = 0
+        missing: list[str] = []
+        rows = {
+            r[0]: r[1] for r in self._conn.execute("SELECT doc_id, state FROM documents").fetchall()
+        }
+        for doc_id, state in rows.items():
+            final = self.envelope_path(doc_id)
+            tmp = self.temp_envelope(doc_id)
+            if state == "captured":
+                if not final.exists() and tmp.exists():
+                    tmp.replace(final)
+                    fsync_dir(self.env_dir)
+                if final.exists():
+                    with self._tx() as c:
+                        c.execute(
+                            "UPDATE documents SET state='queued', queued_at=? WHERE doc_id=?",
+                            (self.clock(), doc_id),
+                        )
+                        self._audit(c, "recovery", {"doc_id": doc_id, "action": "finished"})
+                    finished += 1
+                else:
+                    with self._tx() as c:
+                        c.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+                        self._audit(c, "recovery", {"doc_id": doc_id, "action": "lost_before_seal"})
+                    lost += 1
+            elif state in ("queued", "sent", "sealed", "stored") and not final.exists():
+                missing.append(doc_id)
+        for tmp in self.tmp_dir.iterdir():
+            doc_id = tmp.name.split(".", 1)[0]
+            if rows.get(doc_id) == "captured":
+                continue
+            tmp.unlink()
+            temp_removed += 1
+        for f in self.env_dir.glob(f"*{ENVELOPE_SUFFIX}"):
+            doc_id = f.name[: -len(ENVELOPE_SUFFIX)]
+            if doc_id in rows:
+                continue
+            try:
+                header = read_header(f)
+            except Exception as exc:  # a file we cannot read is kept, never deleted
+                log.error("unreadable envelope kept for inspection file=%s reason=%s", f.name, exc)
+                continue
+            now = self.clock()
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO documents (doc_id, batch_id, state, bytes, pages, doc_class,"
+                    " ciphertext_sha256, created_at, queued_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        doc_id,
+                        "recovered",
+                        "queued",
+                        f.stat().st_size,
+                        0,
+                        header.doc_class,
+                        header.ciphertext_sha256,
+                        now,
+                        now,
+                    ),
+                )
+                self._audit(c, "recovery", {"doc_id": doc_id, "action": "adopted"})
+            adopted += 1
+        report = RecoveryReport(temp_removed, finished, adopted, lost, tuple(missing))
+        if not report.clean:
+            log.warning(
+                "spool recovered temp_removed=%d finished=%d adopted=%d lost=%d missing=%d",
+                temp_removed,
+                finished,
+                adopted,
+                lost,
+                len(missing),
+            )
+        return report
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,234 @@
+"""The sohoa/v1 MQTT protocol: topics and the messages that travel on them.
+
+Pure functions over values; nothing here touches the network. Topics carry
+device ids and random document ids only, never personal data.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ROOT = "sohoa/v1"
+PROTOCOL_VERSION = 1
+MAX_JSON = 256 * 1024
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+DOC_TOPIC = re.compile(
+    rf"^{ROOT}/d/(?P<device>{_ID})/doc/(?P<doc>{_ID})/(?P<kind>m|q|s/(?P<n>\d{{1,7}}))$"
+)
+DEVICE_TOPIC = re.compile(rf"^{ROOT}/d/(?P<device>{_ID})/(?P<kind>state|health|rcpt|cmd)$")
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text is the reason."""
+
+
+def state_topic(device: str) -> str:
+    return f"{ROOT}/d/{device}/state"
+
+
+def health_topic(device: str) -> str:
+    return f"{ROOT}/d/{device}/health"
+
+
+def receipt_topic(device: str) -> str:
+    return f"{ROOT}/d/{device}/rcpt"
+
+
+def command_topic(device: str) -> str:
+    return f"{ROOT}/d/{device}/cmd"
+
+
+def manifest_topic(device: str, doc: str) -> str:
+    return f"{ROOT}/d/{device}/doc/{doc}/m"
+
+
+def segment_topic(device: str, doc: str, n: int) -> str:
+    return f"{ROOT}/d/{device}/doc/{doc}/s/{n}"
+
+
+def query_topic(device: str, doc: str) -> str:
+    return f"{ROOT}/d/{device}/doc/{doc}/q"
+
+
+INGEST_FILTER = f"{ROOT}/d/+/doc/#"
+FLEET_FILTERS = (f"{ROOT}/d/+/state", f"{ROOT}/d/+/health")
+
+
+@dataclass(frozen=True)
+class DocTopic:
+    device: str
+    doc: str
+    kind: str  # "m" | "q" | "s"
+    segment: int | None = None
+
+
+def parse_doc_topic(topic: str) -> DocTopic:
+    m = DOC_TOPIC.match(topic)
+    if m is None:
+        raise ProtocolError("topic does not have the shape sohoa/v1/d/{device}/doc/{doc}/{m|q|s/n}")
+    kind = m["kind"]
+    if kind.startswith("s/"):
+        return DocTopic(m["device"], m["doc"], "s", int(m["n"]))
+    return DocTopic(m["device"], m["doc"], kind)
+
+
+def parse_device_topic(topic: str) -> tuple[str, str]:
+    m = DEVICE_TOPIC.match(topic)
+    if m is None:
+        raise ProtocolError("not a device topic")
+    return m["device"], m["kind"]
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def load_json(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_JSON:
+        raise ProtocolError("JSON payload larger than 256 KiB")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("payload is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("payload is not a JSON object")
+    return obj
+
+
+# -- receipts ---------------------------------------------------------------
+
+RECEIPT_STATUSES = ("stored", "missing", "rejected")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    device: str
+    doc: str
+    status: str
+    ciphertext_sha256: str | None = None
+    missing: tuple[int, ...] = ()
+    reason: str | None = None
+    stored_at: str | None = None
+    ts: str = ""
+    sig: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "v": PROTOCOL_VERSION,
+            "device": self.device,
+            "doc": self.doc,
+            "status": self.status,
+            "ciphertext_sha256": self.ciphertext_sha256,
+            "missing": list(self.missing),
+            "reason": self.reason,
+            "stored_at": self.stored_at,
+            "ts": self.ts,
+        }
+
+    def to_bytes(self) -> bytes:
+        return canonical({**self.body(), "sig": self.sig})
+
+
+def sign_receipt(receipt: Receipt, key: Ed25519PrivateKey) -> Receipt:
+    sig = base64.b64encode(key.sign(canonical(receipt.body()))).decode()
+    return Receipt(**{**_fields(receipt), "sig": sig})
+
+
+def _fields(r: Receipt) -> dict[str, Any]:
+    return {k: getattr(r, k) for k in Receipt.__dataclass_fields__}
+
+
+def parse_receipt(payload: bytes) -> Receipt:
+    obj = load_json(payload)
+    try:
+        status = obj["status"]
+        if status not in RECEIPT_STATUSES:
+            raise ProtocolError(f"unknown receipt status {status!r}")
+        missing = obj.get("missing") or []
+        if not isinstance(missing, list) or not all(isinstance(n, int) and n >= 0 for n in missing):
+            raise ProtocolError("receipt 'missing' is not a list of segment numbers")
+        return Receipt(
+            device=str(obj["device"]),
+            doc=str(obj["doc"]),
+            status=status,
+            ciphertext_sha256=obj.get("ciphertext_sha256"),
+            missing=tuple(missing),
+            reason=obj.get("reason"),
+            stored_at=obj.get("stored_at"),
+            ts=str(obj.get("ts", "")),
+            sig=str(obj["sig"]),
+        )
+    except KeyError as exc:
+        raise ProtocolError(f"receipt lacks field {exc.args[0]!r}") from None
+
+
+def verify_receipt(receipt: Receipt, key: Ed25519PublicKey) -> bool:
+    """True only if the receipt was signed by the pinned warehouse key."""
+    try:
+        key.verify(base64.b64decode(receipt.sig, validate=True), canonical(receipt.body()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# -- queries ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    ciphertext_sha256: str
+    segments: int
+
+    def to_bytes(self) -> bytes:
+        return canonical(
+            {
+                "v": PROTOCOL_VERSION,
+                "ciphertext_sha256": self.ciphertext_sha256,
+                "segments": self.segments,
+            }
+        )
+
+
+def parse_query(payload: bytes) -> Query:
+    obj = load_json(payload)
+    sha, n = obj.get("ciphertext_sha256"), obj.get("segments")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ProtocolError("query lacks a valid ciphertext_sha256")
+    if not isinstance(n, int) or n < 0:
+        raise ProtocolError("query lacks a valid segment count")
+    return Query(sha, n)
+
+
+def missing_segments(have: Sequence[bool]) -> tuple[int, ...]:
+    return tuple(i for i, ok in enumerate(have) if not ok)
+
+
+# -- device state -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Birth:
+    device: str
+    online: bool
+    version: str = ""
+    ts: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return canonical(
+            {
+                **self.extra,
+                "device": self.device,
+                "online": self.online,
+                "version": self.version,
+                "ts": self.ts,
+            }
+        )

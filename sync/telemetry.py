@@ -1,0 +1,69 @@
+"""Device health telemetry: the retained health JSON central staff watch.
+
+``build_health`` is pure: every probe result is passed in, and a probe that
+failed is passed as None, so one bad sensor never breaks the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.spool import SpoolStatus
+
+
+@dataclass(frozen=True)
+class ScannerState:
+    present: bool | None = None
+    model: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkState:
+    rtt_ms: float | None = None
+    modem_signal_dbm: int | None = None
+
+
+def build_health(
+    *,
+    device: str,
+    time_iso: str,
+    version: str,
+    uptime_s: float | None,
+    scanner: ScannerState,
+    spool: SpoolStatus,
+    capture: Mapping[str, Any],
+    disk_free_bytes: int | None,
+    cpu_temp_c: float | None,
+    link: LinkState,
+    clock_synced: bool | None,
+    cert_expiry: str | None,
+    recent_errors: Sequence[str],
+) -> dict[str, Any]:
+    return {
+        "device": device,
+        "time": time_iso,
+        "version": version,
+        "uptime_s": None if uptime_s is None else round(uptime_s, 1),
+        "scanner": {
+            "present": scanner.present,
+            "model": scanner.model,
+            "last_error": scanner.last_error,
+        },
+        "spool": {
+            "pending_docs": spool.pending_docs,
+            "pending_bytes": spool.pending_bytes,
+            "oldest_pending_age_s": spool.oldest_pending_age_s,
+            "by_state": spool.by_state,
+            "last_sync": spool.last_sync,
+        },
+        "capture": dict(capture),
+        "disk_free_bytes": disk_free_bytes,
+        "cpu_temp_c": cpu_temp_c,
+        "link": {"rtt_ms": link.rtt_ms, "modem_signal_dbm": link.modem_signal_dbm},
+        "clock_synced": clock_synced,
+        "cert_expiry": cert_expiry,
+        "recent_errors": list(recent_errors)[-10:],
+    }

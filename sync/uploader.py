@@ -1,0 +1,246 @@
+"""Store-and-forward upload of sealed envelopes from the spool.
+
+A document moves to ``stored`` only on a warehouse receipt that verifies
+against the pinned warehouse key; a broker PUBACK is not a delivery. After any
+reconnect the uploader asks the warehouse what it holds (``q``) and sends only
+the missing segments.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.envelope import Header, manifest_bytes, read_header, read_prefix, read_segment
+from agent.errors import BrokerError
+from agent.spool import Spool, SpoolDoc
+from sync.link import Link, PendingPublish
+from sync.protocol import (
+    ProtocolError,
+    Query,
+    Receipt,
+    manifest_topic,
+    parse_receipt,
+    query_topic,
+    receipt_topic,
+    segment_topic,
+    verify_receipt,
+)
+
+log = logging.getLogger("sohoa.uploader")
+
+
+class TokenBucket:
+    """Caps the upload rate so that the office's link stays usable (0 = no cap)."""
+
+    def __init__(
+        self,
+        kbps: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        burst_s: float = 0.25,
+    ) -> None:
+        self.rate = kbps * 1000 / 8
+        self.capacity = max(self.rate * burst_s, 4096.0)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.sleep = sleep
+        self.last = clock()
+
+    def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= n
+        if self.tokens < 0:
+            self.sleep(-self.tokens / self.rate)
+
+
+def backoff_delays(
+    base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None
+) -> Iterable[float]:
+    """Exponential back-off with full jitter."""
+    r = rng or random.Random()  # noqa: S311 - jitter, not security
+    attempt = 0
+    while True:
+        yield r.uniform(0, min(cap, base * 2**attempt))
+        attempt += 1
+
+
+@dataclass
+class UploadStats:
+    stored: int = 0
+    rejected: int = 0
+    segments_sent: int = 0
+    bytes_sent: int = 0
+    rejections: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    device_id: str
+    window: int = 64
+    receipt_timeout_s: float = 30.0
+    bandwidth_kbps: int = 0
+
+
+class Uploader:
+    def __init__(
+        self,
+        link: Link,
+        spool: Spool,
+        settings: UploadSettings,
+        warehouse_signing: Ed25519PublicKey,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.link = link
+        self.spool = spool
+        self.s = settings
+        self.key = warehouse_signing
+        self.clock = clock
+        self.bucket = TokenBucket(settings.bandwidth_kbps)
+        self.stats = UploadStats()
+        self._receipts: dict[str, Receipt] = {}
+        self._started: set[str] = set()
+
+    def start(self) -> None:
+        self.link.subscribe(receipt_topic(self.s.device_id), qos=1)
+
+    # -- receipts --------------------------------------------------------------
+
+    def _pump(self, timeout_s: float) -> None:
+        """Take messages off the link; keep the verified receipts."""
+        msg = self.link.get(timeout_s)
+        while msg is not None:
+            self._on_message(msg.topic, msg.payload)
+            msg = self.link.get(0)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic != receipt_topic(self.s.device_id):
+            return
+        try:
+            r = parse_receipt(payload)
+        except ProtocolError as exc:
+            log.warning("malformed receipt ignored reason=%s", exc)
+            return
+        if r.device != self.s.device_id or not verify_receipt(r, self.key):
+            log.error(
+                "receipt that does not verify against the pinned warehouse key ignored doc=%s",
+                r.doc,
+            )
+            return
+        self._receipts[r.doc] = r
+
+    def _await_receipt(self, doc_id: str, timeout_s: float) -> Receipt | None:
+        deadline = self.clock() + timeout_s
+        while True:
+            r = self._receipts.pop(doc_id, None)
+            if r is not None:
+                return r
+            left = deadline - self.clock()
+            if left <= 0:
+                return None
+            if not self.link.connected:
+                raise BrokerError(
+                    "connection to the broker lost while waiting for a receipt", "will retry"
+                )
+            self._pump(min(left, 0.5))
+
+    # -- sending ---------------------------------------------------------------
+
+    def _send_segments(self, doc: SpoolDoc, header: Header, which: Iterable[int]) -> None:
+        window: deque[PendingPublish] = deque()
+        for n in which:
+            if n >= header.segments:
+                continue
+            data = read_segment(doc.envelope, header, n)
+            self.bucket.take(len(data))
+            window.append(
+                self.link.publish_nowait(
+                    segment_topic(self.s.device_id, doc.doc_id, n), data, qos=1
+                )
+            )
+            self.stats.segments_sent += 1
+            self.stats.bytes_sent += len(data)
+            while len(window) >= self.s.window or (window and window[0].done()):
+                self._settle(window.popleft())
+            if self._receipts:
+                self._pump(0)
+        while window:
+            self._settle(window.popleft())
+
+    def _settle(self, p: PendingPublish) -> None:
+        if not p.wait(self.s.receipt_timeout_s) or p.failed:
+            raise BrokerError(
+                "the broker did not acknowledge a segment", "the link dropped; will resume"
+            )
+
+    def _ask(self, doc_id: str, header: Header) -> None:
+        q = Query(header.ciphertext_sha256, header.segments)
+        self.link.publish(query_topic(self.s.device_id, doc_id), q.to_bytes(), qos=1)
+
+    def upload(self, doc: SpoolDoc) -> str:
+        """Deliver one document; return "stored", "rejected" or "pending"."""
+        header = read_header(doc.envelope)
+        prefix = read_prefix(doc.envelope)
+        self.link.publish(
+            manifest_topic(self.s.device_id, doc.doc_id), manifest_bytes(header, prefix), qos=1
+        )
+        resume = doc.state == "sent" or doc.doc_id in self._started
+        self._started.add(doc.doc_id)
+        if not resume:
+            self._send_segments(doc, header, range(header.segments))
+            self.spool.mark_sent(doc.doc_id)
+        for _attempt in range(1000):
+            self._ask(doc.doc_id, header)
+            r = self._await_receipt(doc.doc_id, self.s.receipt_timeout_s)
+            if r is None:
+                return "pending"
+            if r.status == "stored":
+                if r.ciphertext_sha256 != header.ciphertext_sha256:
+                    log.error("receipt for a different ciphertext ignored doc=%s", doc.doc_id)
+                    return "pending"
+                self.spool.mark_stored(doc.doc_id, r.to_bytes().decode())
+                self._started.discard(doc.doc_id)
+                self.stats.stored += 1
+                return "stored"
+            if r.status == "rejected":
+                self.stats.rejected += 1
+                self.stats.rejections[doc.doc_id] = r.reason or "no reason given"
+                log.error("warehouse rejected document doc=%s reason=%s", doc.doc_id, r.reason)
+                return "rejected"
+            self._send_segments(doc, header, r.missing)
+            if doc.state != "sent":
+                self.spool.mark_sent(doc.doc_id)
+        return "pending"
+
+    def drain(self, deadline: float) -> tuple[int, int]:
+        """Upload every pending document until done or ``deadline``.
+
+        Returns (pending left, rejected)."""
+        rejected: set[str] = set()
+        while self.clock() < deadline:
+            todo = [d for d in self.spool.pending() if d.doc_id not in rejected]
+            if not todo:
+                break
+            progressed = False
+            for doc in todo:
+                if self.clock() >= deadline:
+                    break
+                status = self.upload(doc)
+                if status == "rejected":
+                    rejected.add(doc.doc_id)
+                progressed = progressed or status != "pending"
+            if not progressed:
+                self._pump(0.5)
+        left = [d for d in self.spool.pending() if d.doc_id not in rejected]
+        return len(left), len(rejected)

@@ -1,0 +1,329 @@
+"""Warehouse ingest: segments staged on disk, verified, decrypted, archived.
+
+Several workers share one subscription (``$share/ingest/...``), so the messages
+of one document may reach different workers: staging lives on a shared
+filesystem, completion is decided under a file lock, and the index's unique
+key makes a document stored at most once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from agent.envelope import Header, open_envelope, parse_manifest, verify_header
+from agent.errors import EnvelopeError
+from agent.keys import WarehousePrivate, load_enrolled
+from agent.payload import PayloadError, split_payload
+from agent.spool import fsync_dir, iso
+from sync.index import DocumentIndex, StoredDocument
+from sync.link import Message
+from sync.protocol import (
+    ProtocolError,
+    Receipt,
+    parse_doc_topic,
+    parse_query,
+    receipt_topic,
+    sign_receipt,
+)
+
+log = logging.getLogger("sohoa.warehouse")
+
+MAX_SEGMENT = (1 << 22) + 16
+MAX_MANIFEST = 2 << 20
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    archive: Path
+    devices: Path
+    max_segments: int = 65536
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+class Ingest:
+    """Turns messages on the document topics into archived documents and receipts."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        keys: WarehousePrivate,
+        index: DocumentIndex,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.s = settings
+        self.keys = keys
+        self.index = index
+        self.clock = clock
+        self.staging = settings.archive / "staging"
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _dir(self, device: str, doc: str) -> Path:
+        return self.staging / device / doc
+
+    def _receipt(self, device: str, doc: str, status: str, **kw: object) -> Message:
+        r = Receipt(device=device, doc=doc, status=status, ts=iso(self.clock()), **kw)  # type: ignore[arg-type]
+        signed = sign_receipt(r, self.keys.signing)
+        return Message(receipt_topic(device), signed.to_bytes(), qos=1)
+
+    def _reject(self, device: str, doc: str, reason: str) -> list[Message]:
+        log.warning("rejected device=%s doc=%s reason=%s", device, doc, reason)
+        return [self._receipt(device, doc, "rejected", reason=reason)]
+
+    def _stored_receipt(self, rec: StoredDocument) -> Message:
+        return self._receipt(
+            rec.device,
+            rec.doc_id,
+            "stored",
+            ciphertext_sha256=rec.ciphertext_sha256,
+            stored_at=rec.stored_at,
+        )
+
+    def _manifest(self, device: str, doc: str) -> tuple[Header, bytes] | None:
+        path = self._dir(device, doc) / "manifest"
+        if not path.exists():
+            return None
+        return parse_manifest(path.read_bytes())
+
+    # -- message handling ----------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> list[Message]:
+        """Process one message; return the messages to publish in answer."""
+        try:
+            t = parse_doc_topic(topic)
+        except ProtocolError as exc:
+            log.warning("message on an unknown topic ignored reason=%s", exc)
+            return []
+        try:
+            if t.kind == "m":
+                return self._on_manifest(t.device, t.doc, payload)
+            if t.kind == "s":
+                assert t.segment is not None
+                return self._on_segment(t.device, t.doc, t.segment, payload)
+            return self._on_query(t.device, t.doc, payload)
+        except (ProtocolError, EnvelopeError) as exc:
+            return self._reject(t.device, t.doc, str(exc))
+
+    def _on_manifest(self, device: str, doc: str, payload: bytes) -> list[Message]:
+        if len(payload) > MAX_MANIFEST:
+            return self._reject(device, doc, "manifest larger than 2 MiB")
+        header, _prefix = parse_manifest(payload)
+        if header.device_id != device or header.doc_id != doc:
+            return self._reject(
+                device, doc, "manifest names another device or document than its topic"
+            )
+        pub = load_enrolled(self.s.devices, device)
+        if pub is None:
+            return self._reject(device, doc, f"device {device} is not enrolled at this warehouse")
+        verify_header(header, pub)
+        if header.segments > self.s.max_segments:
+            return self._reject(
+                device, doc, "envelope has more segments than this warehouse accepts"
+            )
+        done = self.index.get(device, doc)
+        if done is not None:
+            if done.ciphertext_sha256 == header.ciphertext_sha256:
+                return [self._stored_receipt(done)]
+            return self._reject(
+                device, doc, "a different envelope is already stored under this document id"
+            )
+        d = self._dir(device, doc)
+        d.mkdir(parents=True, exist_ok=True)
+        existing = self._manifest(device, doc)
+        if existing is not None and existing[0].ciphertext_sha256 != header.ciphertext_sha256:
+            # A new envelope for the same id replaces a stale, unfinished one.
+            shutil.rmtree(d)
+            d.mkdir(parents=True)
+        _atomic_write(d / "manifest", payload)
+        return self._try_finish(device, doc)
+
+    def _on_segment(self, device: str, doc: str, n: int, payload: bytes) -> list[Message]:
+        if len(payload) > MAX_SEGMENT or n >= self.s.max_segments:
+            log.warning("segment out of range ignored device=%s doc=%s n=%d", device, doc, n)
+            return []
+        if self.index.get(device, doc) is not None:
+            return []
+        d = self._dir(device, doc)
+        man = self._manifest(device, doc)
+        if man is not None:
+            header = man[0]
+            if (
+                n >= header.segments
+                or hashlib.sha256(payload).hexdigest() != header.segment_sha256[n]
+            ):
+                log.warning(
+                    "segment does not match its manifest, dropped device=%s doc=%s n=%d",
+                    device,
+                    doc,
+                    n,
+                )
+                return []
+        elif load_enrolled(self.s.devices, device) is None:
+            log.warning("segment from a device that is not enrolled ignored device=%s", device)
+            return []
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"s{n:07d}"
+        if not path.exists():
+            _atomic_write(path, payload)
+        if man is None:
+            return []
+        return self._try_finish(device, doc)
+
+    def _on_query(self, device: str, doc: str, payload: bytes) -> list[Message]:
+        q = parse_query(payload)
+        done = self.index.get(device, doc)
+        if done is not None:
+            return [self._stored_receipt(done)]
+        if load_enrolled(self.s.devices, device) is None:
+            return self._reject(device, doc, f"device {device} is not enrolled at this warehouse")
+        man = self._manifest(device, doc)
+        n = man[0].segments if man is not None else q.segments
+        if n > self.s.max_segments:
+            return self._reject(
+                device, doc, "envelope has more segments than this warehouse accepts"
+            )
+        d = self._dir(device, doc)
+        missing = [i for i in range(n) if not (d / f"s{i:07d}").exists()]
+        if man is not None and not missing:
+            out = self._try_finish(device, doc)
+            if out:
+                return out
+        return [self._receipt(device, doc, "missing", missing=tuple(missing))]
+
+    # -- completion ------------------------------------------------------------
+
+    def _try_finish(self, device: str, doc: str) -> list[Message]:
+        d = self._dir(device, doc)
+        with _locked(self.staging / f".{device}.{doc}.lock"):
+            done = self.index.get(device, doc)
+            if done is not None:
+                return [self._stored_receipt(done)]
+            man = self._manifest(device, doc)
+            if man is None:
+                return []
+            header, prefix = man
+            paths = [d / f"s{i:07d}" for i in range(header.segments)]
+            if not all(p.exists() for p in paths):
+                return []
+            try:
+                rec = self._archive(header, prefix, paths)
+            except (EnvelopeError, PayloadError) as exc:
+                shutil.rmtree(d, ignore_errors=True)
+                return self._reject(device, doc, str(exc))
+            self.index.add(rec)
+            shutil.rmtree(d, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.staging / f".{device}.{doc}.lock").unlink()
+        log.info("stored device=%s doc=%s bytes=%d", device, doc, rec.bytes)
+        return [self._stored_receipt(rec)]
+
+    def _archive(self, header: Header, prefix: bytes, paths: list[Path]) -> StoredDocument:
+        device, doc = header.device_id, header.doc_id
+        out_dir = self.s.archive / "docs" / device / doc
+        tmp_dir = self.s.archive / "docs" / device / f".{doc}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir(parents=True)
+        ciphertext = hashlib.sha256()
+
+        def segments() -> Iterator[bytes]:
+            for i, p in enumerate(paths):
+                data = p.read_bytes()
+                if hashlib.sha256(data).hexdigest() != header.segment_sha256[i]:
+                    raise EnvelopeError(f"segment {i} does not match the signed manifest")
+                ciphertext.update(data)
+                yield data
+
+        pdf_sha = hashlib.sha256()
+        size = 0
+        try:
+            meta, pdf = split_payload(open_envelope(header, prefix, segments(), self.keys))
+            with (tmp_dir / "document.pdf").open("wb") as fh:
+                for chunk in pdf:
+                    fh.write(chunk)
+                    pdf_sha.update(chunk)
+                    size += len(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        if ciphertext.hexdigest() != header.ciphertext_sha256:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise EnvelopeError("ciphertext hash does not match the signed manifest")
+        stored_at = iso(self.clock())
+        meta = {
+            **meta,
+            "pdf_sha256": pdf_sha.hexdigest(),
+            "stored_at": stored_at,
+            "ciphertext_sha256": header.ciphertext_sha256,
+            "key_id": header.key_id,
+            "suite": header.suite,
+        }
+        _atomic_write(
+            tmp_dir / "metadata.json", json.dumps(meta, ensure_ascii=False, indent=1).encode()
+        )
+        with (tmp_dir / "envelope.sohoa").open("wb") as fh:
+            write_envelope(fh, header, prefix, paths)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(tmp_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp_dir.replace(out_dir)
+        fsync_dir(out_dir.parent)
+        return StoredDocument(
+            doc_id=doc,
+            device=device,
+            ciphertext_sha256=header.ciphertext_sha256,
+            stored_at=stored_at,
+            bytes=size,
+            pages=int(meta.get("decree30", {}).get("PageAmount") or 0),
+            pdf_sha256=pdf_sha.hexdigest(),
+            path=str(out_dir / "document.pdf"),
+            dossier_code=meta.get("dossier_code"),
+            doc_type=meta.get("doc_type"),
+        )
+
+
+def write_envelope(out: BinaryIO, header: Header, prefix: bytes, paths: list[Path]) -> None:
+    """Reassemble the device's original envelope file (for the archive)."""
+    from agent.envelope import MAGIC, TRAILER_MAGIC, VERSION
+
+    out.write(MAGIC + struct.pack(">BI", VERSION, len(prefix)) + prefix)
+    for p in paths:
+        out.write(p.read_bytes())
+    trailer = header.to_json()
+    out.write(trailer + struct.pack(">I", len(trailer)) + TRAILER_MAGIC)
