@@ -228,6 +228,7 @@ def _seal_document(
                 continue
             pdf.add_page(_unpack_page(scratch.read(handle)))
         pdf.close()
+        writer.write(tee.sha.digest())
         header = writer.close()
         fh.flush()
         os.fsync(fh.fileno())

@@ -124,7 +124,7 @@ def _want(section: str, key: str, value: Any, kind: type[T]) -> T:
 
 
 def valid_device_id(value: str) -> str:
-    if not DEVICE_ID.match(value) or "/" in value or "+" in value or "#" in value:
+    if not DEVICE_ID.fullmatch(value) or "/" in value or "+" in value or "#" in value:
         raise ConfigError(
             f"[device] id = {value!r} is not a valid device id",
             "use letters, digits, '.', '_' or '-' (it is the broker username and topic id)",

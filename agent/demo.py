@@ -38,7 +38,7 @@ def demo_pages(folder: Path) -> int:
         ),
         make_page(
             ["CĂN CƯỚC CÔNG DÂN (bản sao)"],
-            codes=[("QRCODE", "001099012345||Nguyen Van An|01011990|Nam|Ha Noi|01012021")],
+            codes=[("QRCODE", "001090012345||Nguyen Van An|01011990|Nam|Ha Noi|01012021")],
             seed=2,
         ),
         make_page([], codes=[("CODE128", "PATCHT")], seed=3),

@@ -165,10 +165,10 @@ def run_sync(
 
 def sync_once(cfg: Config, timeout_s: float) -> SyncOutcome:
     out = run_sync(cfg, once=True, timeout_s=timeout_s)
-    if out.pending:
+    if out.pending or out.rejected:
         reasons = "; ".join(f"{d}: {r}" for d, r in list(out.rejections.items())[:3])
         raise IncompleteError(
-            f"{out.pending} document(s) still without a verified warehouse receipt"
+            f"{out.pending + out.rejected} document(s) still without a verified warehouse receipt"
             + (f" (rejected: {reasons})" if reasons else ""),
             "check the broker and the warehouse, then run sohoa sync again; nothing was deleted",
         )

@@ -55,7 +55,7 @@ _COLS = "doc_id, device, ciphertext_sha256, stored_at, bytes, pages, pdf_sha256,
 class SqliteIndex:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._c = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._c = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._c.execute("PRAGMA journal_mode=WAL")
         self._c.execute("PRAGMA synchronous=FULL")
         self._c.execute(

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
-import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-from agent.envelope import Header, open_envelope, parse_manifest, verify_header
+from agent.envelope import (
+    Header,
+    open_envelope,
+    parse_manifest,
+    segment_matches,
+    verify_header,
+    write_envelope,
+)
 from agent.errors import EnvelopeError
 from agent.keys import WarehousePrivate, load_enrolled
-from agent.payload import PayloadError, split_payload
+from agent.payload import PayloadError, unpack_payload
 from agent.spool import fsync_dir, iso
 from sync.index import DocumentIndex, StoredDocument
 from sync.link import Message
@@ -180,10 +184,7 @@ class Ingest:
         man = self._manifest(device, doc)
         if man is not None:
             header = man[0]
-            if (
-                n >= header.segments
-                or hashlib.sha256(payload).hexdigest() != header.segment_sha256[n]
-            ):
+            if not segment_matches(header, n, payload):
                 log.warning(
                     "segment does not match its manifest, dropped device=%s doc=%s n=%d",
                     device,
@@ -256,37 +257,28 @@ class Ingest:
         tmp_dir = self.s.archive / "docs" / device / f".{doc}.{os.getpid()}.tmp"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
-        ciphertext = hashlib.sha256()
 
         def segments() -> Iterator[bytes]:
             for i, p in enumerate(paths):
                 data = p.read_bytes()
-                if hashlib.sha256(data).hexdigest() != header.segment_sha256[i]:
+                if not segment_matches(header, i, data):
                     raise EnvelopeError(f"segment {i} does not match the signed manifest")
-                ciphertext.update(data)
                 yield data
 
-        pdf_sha = hashlib.sha256()
-        size = 0
         try:
-            meta, pdf = split_payload(open_envelope(header, prefix, segments(), self.keys))
             with (tmp_dir / "document.pdf").open("wb") as fh:
-                for chunk in pdf:
-                    fh.write(chunk)
-                    pdf_sha.update(chunk)
-                    size += len(chunk)
+                plain = open_envelope(header, prefix, segments(), self.keys)
+                meta, pdf_sha256 = unpack_payload(plain, fh.write)
+                size = fh.tell()
                 fh.flush()
                 os.fsync(fh.fileno())
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
-        if ciphertext.hexdigest() != header.ciphertext_sha256:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise EnvelopeError("ciphertext hash does not match the signed manifest")
         stored_at = iso(self.clock())
         meta = {
             **meta,
-            "pdf_sha256": pdf_sha.hexdigest(),
+            "pdf_sha256": pdf_sha256,
             "stored_at": stored_at,
             "ciphertext_sha256": header.ciphertext_sha256,
             "key_id": header.key_id,
@@ -296,7 +288,7 @@ class Ingest:
             tmp_dir / "metadata.json", json.dumps(meta, ensure_ascii=False, indent=1).encode()
         )
         with (tmp_dir / "envelope.sohoa").open("wb") as fh:
-            write_envelope(fh, header, prefix, paths)
+            write_envelope(fh, header, prefix, (p.read_bytes() for p in paths))
             fh.flush()
             os.fsync(fh.fileno())
         fsync_dir(tmp_dir)
@@ -311,19 +303,8 @@ class Ingest:
             stored_at=stored_at,
             bytes=size,
             pages=int(meta.get("decree30", {}).get("PageAmount") or 0),
-            pdf_sha256=pdf_sha.hexdigest(),
+            pdf_sha256=pdf_sha256,
             path=str(out_dir / "document.pdf"),
             dossier_code=meta.get("dossier_code"),
             doc_type=meta.get("doc_type"),
         )
-
-
-def write_envelope(out: BinaryIO, header: Header, prefix: bytes, paths: list[Path]) -> None:
-    """Reassemble the device's original envelope file (for the archive)."""
-    from agent.envelope import MAGIC, TRAILER_MAGIC, VERSION
-
-    out.write(MAGIC + struct.pack(">BI", VERSION, len(prefix)) + prefix)
-    for p in paths:
-        out.write(p.read_bytes())
-    trailer = header.to_json()
-    out.write(trailer + struct.pack(">I", len(trailer)) + TRAILER_MAGIC)

@@ -1,0 +1,391 @@
+"""PDF output: each page encoded once per profile, then streamed into a PDF/A-2b file.
+
+Profiles: ``text`` (bilevel, CCITT G4: small for weak links), ``color``
+(JPEG, archival colour), ``lossless`` (Flate with PNG predictors). The writer
+sends bytes to any ``.write`` target (the envelope sealer) as pages arrive and
+keeps only object offsets, so a 500-page document never sits in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from PIL import Image, ImageCms, TiffImagePlugin
+
+from agent.errors import InputError, MissingDependencyError
+from agent.pages import flat_mode, ink_mask
+
+PROFILES = ("text", "color", "lossless")
+JPEG_QUALITY = 85
+DECREE30_NS = "https://sohoa.vn/ns/decree30/1.0/"
+# XMP property, PdfMetadata attribute, XMP value type
+DECREE30_FIELDS = (
+    ("FileCode", "file_code", "Text"),
+    ("DocOrdinal", "doc_ordinal", "Integer"),
+    ("TypeName", "type_name", "Text"),
+    ("CodeNumber", "code_number", "Text"),
+    ("CodeNotation", "code_notation", "Text"),
+    ("IssuedDate", "issued_date", "Text"),
+    ("OrganName", "organ_name", "Text"),
+    ("Subject", "subject", "Text"),
+    ("Language", "language", "Text"),
+    ("PageAmount", "page_amount", "Integer"),
+    ("Description", "description", "Text"),
+)
+
+
+class SupportsWrite(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class EncodedPage:
+    width: int
+    height: int
+    dpi: int
+    filter: str  # "CCITTFaxDecode" | "DCTDecode" | "FlateDecode"
+    colorspace: str  # "DeviceGray" | "DeviceRGB"
+    bits: int  # 1 or 8
+    data: bytes = field(repr=False)
+    decode_parms: Mapping[str, int | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PdfMetadata:
+    """Decree 30/2020 document fields we know; every one is optional."""
+
+    file_code: str | None = None  # FileCode: dossier code
+    doc_ordinal: int | None = None  # DocOrdinal
+    type_name: str | None = None  # TypeName: document type code
+    code_number: str | None = None
+    code_notation: str | None = None
+    issued_date: str | None = None
+    organ_name: str | None = None
+    subject: str | None = None
+    language: str = "vi"
+    page_amount: int | None = None  # None: the number of pages written
+    description: str | None = None
+    producer: str = "sohoa"
+    created: datetime | None = None  # None: now
+    title: str | None = None  # None: subject, else type name, else code notation
+
+
+def encode_page(image: Image.Image, dpi: int, profile: str) -> EncodedPage:
+    """Compress one page image for the PDF in the given profile."""
+    if profile == "text":
+        if image.mode == "1":  # already bilevel: only turn ink into 1 bits
+            return _encode_g4(image.convert("L").point([255] + [0] * 255, "1"), dpi)
+        return _encode_g4(ink_mask(image), dpi)
+    if profile == "color":
+        return _encode_jpeg(flat_mode(image), dpi)
+    if profile == "lossless":
+        return _encode_flate(image if image.mode == "1" else flat_mode(image), dpi)
+    raise InputError(f"unknown PDF profile {profile!r}", f"use one of {', '.join(PROFILES)}")
+
+
+def wrap_jpeg(data: bytes, dpi: int) -> EncodedPage:
+    """Use a scanner's JPEG as it is: read its size from the frame header, never re-encode."""
+    width, height, components, precision = _jpeg_frame(data)
+    if precision != 8 or components not in (1, 3):
+        raise InputError(
+            f"JPEG with {components} components of {precision} bits cannot go into PDF/A as is",
+            "scan in grey or colour (8-bit) or pass the decoded image to encode_page",
+        )
+    colorspace = "DeviceGray" if components == 1 else "DeviceRGB"
+    return EncodedPage(width, height, dpi, "DCTDecode", colorspace, 8, data, {})
+
+
+def write_pdf(pages: Iterable[EncodedPage], meta: PdfMetadata, out: SupportsWrite) -> int:
+    """Write a whole PDF/A file; returns the number of bytes written."""
+    writer = PdfWriter(out, meta)
+    for page in pages:
+        writer.add_page(page)
+    return writer.close()
+
+
+class PdfWriter:
+    """Streams a PDF to any object with .write(bytes) (the envelope sealer): header, then one
+    page at a time, then xref/trailer; keeps only offsets in memory."""
+
+    # object 1 is the catalog and 2 the page tree, both written last; each page takes three
+    CATALOG, PAGES, FIRST_PAGE = 1, 2, 3
+
+    def __init__(self, out: SupportsWrite, meta: PdfMetadata) -> None:
+        self._out = out
+        self._meta = meta
+        self._created = _aware(meta.created or datetime.now(UTC))
+        self._offsets: list[int] = [0, 0, 0]
+        self._position = 0
+        self._pages = 0
+        self._closed = False
+        self._digest = hashlib.blake2b(digest_size=16)
+        # a binary comment tells transfer tools this is not text (PDF/A 6.1.2)
+        self._emit(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+
+    def add_page(self, page: EncodedPage) -> None:
+        if self._closed:
+            raise InputError("PDF is already closed", "start a new PdfWriter for a new document")
+        image, content, page_obj = self._allocate(3)
+        width_pt, height_pt = _num(page.width * 72 / page.dpi), _num(page.height * 72 / page.dpi)
+        parms = ""
+        if page.decode_parms:
+            parms = "/DecodeParms <<" + "".join(
+                f" /{key} {_pdf_value(value)}" for key, value in page.decode_parms.items()
+            )
+            parms += " >> "
+        self._stream(
+            image,
+            f"/Type /XObject /Subtype /Image /Width {page.width} /Height {page.height} "
+            f"/ColorSpace /{page.colorspace} /BitsPerComponent {page.bits} "
+            f"/Filter /{page.filter} {parms}",
+            page.data,
+        )
+        draw = f"q {width_pt} 0 0 {height_pt} 0 0 cm /Im0 Do Q\n".encode("ascii")
+        self._stream(content, "", draw)
+        self._object(
+            page_obj,
+            f"<< /Type /Page /Parent {self.PAGES} 0 R /MediaBox [0 0 {width_pt} {height_pt}] "
+            f"/Resources << /XObject << /Im0 {image} 0 R >> >> /Contents {content} 0 R >>",
+        )
+        self._pages += 1
+
+    def close(self) -> int:
+        """Write page tree, metadata, catalog, xref and trailer; returns bytes written in total."""
+        if self._closed:
+            return self._position
+        if not self._pages:
+            raise InputError("PDF has no pages", "add at least one page before closing")
+        self._closed = True
+        kids = " ".join(f"{self.FIRST_PAGE + 3 * n + 2} 0 R" for n in range(self._pages))
+        self._object(self.PAGES, f"<< /Type /Pages /Kids [{kids}] /Count {self._pages} >>")
+        icc, metadata, info = self._allocate(3)
+        profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        self._stream(icc, "/N 3 /Filter /FlateDecode ", zlib.compress(profile))
+        xmp = _xmp(self._meta, self._created, self._pages).encode("utf-8")
+        self._stream(metadata, "/Type /Metadata /Subtype /XML ", xmp)
+        self._object(info, _info(self._meta, self._created))
+        self._object(
+            self.CATALOG,
+            f"<< /Type /Catalog /Pages {self.PAGES} 0 R /Metadata {metadata} 0 R "
+            f"/Lang {_text(self._meta.language)} /OutputIntents [<< /Type /OutputIntent "
+            f"/S /GTS_PDFA1 /OutputConditionIdentifier (sRGB IEC61966-2.1) "
+            f"/Info (sRGB IEC61966-2.1) /DestOutputProfile {icc} 0 R >>] >>",
+        )
+        file_id = self._digest.hexdigest()
+        start = self._position
+        rows = [f"xref\n0 {len(self._offsets)}\n", "0000000000 65535 f\r\n"]
+        rows += [f"{offset:010d} 00000 n\r\n" for offset in self._offsets[1:]]
+        rows.append(
+            f"trailer\n<< /Size {len(self._offsets)} /Root {self.CATALOG} 0 R /Info {info} 0 R "
+            f"/ID [<{file_id}> <{file_id}>] >>\nstartxref\n{start}\n%%EOF\n"
+        )
+        self._emit("".join(rows).encode("ascii"))
+        return self._position
+
+    def _allocate(self, count: int) -> list[int]:
+        first = len(self._offsets)
+        self._offsets.extend([0] * count)
+        return list(range(first, first + count))
+
+    def _object(self, number: int, body: str) -> None:
+        self._offsets[number] = self._position
+        self._emit(f"{number} 0 obj\n{body}\nendobj\n".encode("ascii"))
+
+    def _stream(self, number: int, entries: str, data: bytes) -> None:
+        self._offsets[number] = self._position
+        head = f"{number} 0 obj\n<< {entries}/Length {len(data)} >>\nstream\n"
+        self._emit(head.encode("ascii"))
+        self._emit(data)
+        self._emit(b"\nendstream\nendobj\n")
+
+    def _emit(self, data: bytes) -> None:
+        self._out.write(data)
+        self._digest.update(data)
+        self._position += len(data)
+
+
+def _encode_g4(ink: Image.Image, dpi: int) -> EncodedPage:
+    """CCITT G4 by libtiff; the page is one strip, whose bytes are the PDF stream as they are."""
+    buffer = io.BytesIO()
+    try:
+        ink.save(buffer, "TIFF", compression="group4", strip_size=2**31 - 1)
+    except OSError as error:  # Pillow built without libtiff has no G4 encoder
+        raise MissingDependencyError(
+            f"the text profile needs Pillow with libtiff ({error})",
+            "install Pillow's PyPI wheel or libtiff, or use the color profile",
+        ) from error
+    buffer.seek(0)
+    with TiffImagePlugin.TiffImageFile(buffer) as tiff:
+        offsets, counts = tiff.tag_v2[273], tiff.tag_v2[279]  # StripOffsets, StripByteCounts
+        fill_order = tiff.tag_v2.get(266, 1)
+    if len(offsets) != 1 or fill_order != 1:
+        raise MissingDependencyError(
+            "this Pillow writes G4 pages in several strips", "install Pillow 10 or newer"
+        )
+    data = buffer.getbuffer()[offsets[0] : offsets[0] + counts[0]].tobytes()
+    w, h = ink.size
+    parms = {"K": -1, "Columns": w, "Rows": h, "BlackIs1": False}
+    return EncodedPage(w, h, dpi, "CCITTFaxDecode", "DeviceGray", 1, data, parms)
+
+
+def _encode_jpeg(image: Image.Image, dpi: int) -> EncodedPage:
+    buffer = io.BytesIO()
+    # 4:4:4: red seals and blue signatures keep their edges
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0, dpi=(dpi, dpi))
+    return wrap_jpeg(buffer.getvalue(), dpi)
+
+
+def _encode_flate(image: Image.Image, dpi: int) -> EncodedPage:
+    """PNG's IDAT stream is zlib over predictor-tagged rows: PDF's Flate with /Predictor 15."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=6)
+    data = _png_idat(buffer.getvalue())
+    colors = 3 if image.mode == "RGB" else 1
+    bits = 1 if image.mode == "1" else 8
+    w, h = image.size
+    parms = {"Predictor": 15, "Colors": colors, "BitsPerComponent": bits, "Columns": w}
+    colorspace = "DeviceRGB" if colors == 3 else "DeviceGray"
+    return EncodedPage(w, h, dpi, "FlateDecode", colorspace, bits, data, parms)
+
+
+def _png_idat(png: bytes) -> bytes:
+    chunks = []
+    position = 8
+    while position < len(png):
+        (length,) = struct.unpack(">I", png[position : position + 4])
+        kind = png[position + 4 : position + 8]
+        if kind == b"IDAT":
+            chunks.append(png[position + 8 : position + 8 + length])
+        position += 12 + length
+    return b"".join(chunks)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int]:
+    """Width, height, components and precision from a JPEG's SOF segment."""
+    if data[:2] != b"\xff\xd8":
+        raise InputError("data is not a JPEG image", "pass JPEG bytes or use encode_page")
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            position += 1
+            continue
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            position += 2
+            continue
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            precision, height, width, components = struct.unpack(
+                ">BHHB", data[position + 4 : position + 10]
+            )
+            if height == 0:
+                break
+            return width, height, components, precision
+        position += 2 + length
+    raise InputError("JPEG has no readable frame header", "rescan the page or re-save the image")
+
+
+def _xmp(meta: PdfMetadata, created: datetime, pages: int) -> str:
+    when = created.isoformat(timespec="seconds")
+    pages_field = meta.page_amount if meta.page_amount is not None else pages
+    values = "".join(
+        f"<vnarc:{name}>{_xml(str(value))}</vnarc:{name}>"
+        for name, value in (
+            (name, pages_field if name == "PageAmount" else getattr(meta, attr))
+            for name, attr, _ in DECREE30_FIELDS
+        )
+        if value is not None
+    )
+    schema = "".join(
+        f'<rdf:li rdf:parseType="Resource"><pdfaProperty:name>{name}</pdfaProperty:name>'
+        f"<pdfaProperty:valueType>{kind}</pdfaProperty:valueType><pdfaProperty:category>"
+        f"external</pdfaProperty:category><pdfaProperty:description>Decree 30/2020 {name}"
+        "</pdfaProperty:description></rdf:li>"
+        for name, _, kind in DECREE30_FIELDS
+    )
+    alt = '<rdf:Alt><rdf:li xml:lang="x-default">{}</rdf:li></rdf:Alt>'
+    dc = f"<dc:format>application/pdf</dc:format><dc:title>{alt.format(_xml(_title(meta)))}"
+    dc += f"</dc:title><dc:language><rdf:Bag><rdf:li>{_xml(meta.language)}</rdf:li></rdf:Bag>"
+    dc += "</dc:language>"
+    if meta.description:
+        dc += f"<dc:description>{alt.format(_xml(meta.description))}</dc:description>"
+    about = '<rdf:Description rdf:about=""'
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n<x:xmpmeta xmlns:x="adobe:ns:'
+        'meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        f'{about} xmlns:pdfaid="http://www.aiim.org/pdfa/ns/id/"><pdfaid:part>2</pdfaid:part>'
+        "<pdfaid:conformance>B</pdfaid:conformance></rdf:Description>\n"
+        f'{about} xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/'
+        f'xap/1.0/" xmlns:pdf="http://ns.adobe.com/pdf/1.3/">{dc}<xmp:CreateDate>{when}'
+        f"</xmp:CreateDate><xmp:ModifyDate>{when}</xmp:ModifyDate><xmp:MetadataDate>{when}"
+        f"</xmp:MetadataDate><pdf:Producer>{_xml(meta.producer)}</pdf:Producer>"
+        f'</rdf:Description>\n{about} xmlns:vnarc="{DECREE30_NS}">{values}</rdf:Description>\n'
+        # PDF/A accepts properties outside its predefined schemas only when described here
+        f'{about} xmlns:pdfaExtension="http://www.aiim.org/pdfa/ns/extension/" xmlns:pdfaSchema='
+        '"http://www.aiim.org/pdfa/ns/schema#" xmlns:pdfaProperty="http://www.aiim.org/pdfa/ns/'
+        'property#"><pdfaExtension:schemas><rdf:Bag><rdf:li rdf:parseType="Resource">'
+        "<pdfaSchema:schema>Decree 30/2020/ND-CP document metadata</pdfaSchema:schema>"
+        f"<pdfaSchema:namespaceURI>{DECREE30_NS}</pdfaSchema:namespaceURI><pdfaSchema:prefix>"
+        f"vnarc</pdfaSchema:prefix><pdfaSchema:property><rdf:Seq>{schema}</rdf:Seq>"
+        "</pdfaSchema:property></rdf:li></rdf:Bag></pdfaExtension:schemas></rdf:Description>\n"
+        '</rdf:RDF></x:xmpmeta>\n<?xpacket end="w"?>'
+    )
+
+
+def _info(meta: PdfMetadata, created: datetime) -> str:
+    """The /Info dictionary: only entries that the XMP packet mirrors (PDF/A 6.6.3)."""
+    stamp = created.strftime("D:%Y%m%d%H%M%S")
+    offset = created.strftime("%z") or "+0000"
+    stamp += f"{offset[0]}{offset[1:3]}'{offset[3:5]}'"
+    return (
+        f"<< /Title {_text(_title(meta))} /Producer {_text(meta.producer)} "
+        f"/CreationDate ({stamp}) /ModDate ({stamp}) >>"
+    )
+
+
+def _title(meta: PdfMetadata) -> str:
+    return meta.title or meta.subject or meta.type_name or meta.code_notation or "Document"
+
+
+def _aware(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).replace(microsecond=0)
+
+
+def _text(value: str) -> str:
+    """A PDF text string: UTF-16BE with its byte order mark, as hex (nothing to escape)."""
+    return "<" + ("\ufeff" + _clean(value)).encode("utf-16-be").hex().upper() + ">"
+
+
+def _clean(value: str) -> str:
+    """Drop what XML 1.0 and UTF-16 cannot carry (controls, lone surrogates) rather than fail."""
+    return "".join(
+        ch
+        for ch in value
+        if (ch in "\t\n\r" or ord(ch) >= 0x20)
+        and not 0xD800 <= ord(ch) <= 0xDFFF
+        and ch not in "\ufffe\uffff"
+    )
+
+
+def _xml(value: str) -> str:
+    return _clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _pdf_value(value: int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _num(value: float) -> str:
+    return f"{value:.4f}".rstrip("0").rstrip(".")

@@ -1,0 +1,486 @@
+"""The MQTT link: one MQTT v5 connection to the broker, and the only module that imports paho.
+
+A small synchronous surface over paho-mqtt 2.x (aiomqtt v2 is the model): ``publish``
+returns only after the PUBACK, ``subscribe`` after the SUBACK, received messages wait in
+a queue for ``get``, and every library failure becomes a ``BrokerError`` carrying the
+MQTT reason code. paho's network loop runs in its own thread. A ``Link`` never
+reconnects by itself: after a disconnect ``connected`` is False, outstanding publishes
+fail, and the caller (the uploader's outer loop) makes a new ``Link``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import BrokerConfig
+from agent.errors import BrokerError, ConfigError
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE_HINT = "check [broker] url and that mosquitto is running"
+REFUSED_HINT = "check [broker] url, the device certificate and credentials, and the broker ACL"
+LINK_HINT = "the link is slow or down; reconnect and retry (the spool keeps the data)"
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None  # mqtts when a CA is given
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    clean_start: bool = False  # persistent session by default
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive_s: int = 30
+    will: Message | None = None
+    max_inflight: int = 64  # paho's default of 20 starves a high-latency link
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(
+        cls,
+        broker: BrokerConfig,
+        client_id: str,
+        *,
+        will: Message | None = None,
+        clean_start: bool = False,
+        username: str | None = None,
+    ) -> LinkSettings:
+        """Settings for ``broker``; its paths must already be resolved against the home."""
+        if broker.tls and broker.ca is None:
+            raise ConfigError(
+                f"[broker] url = {broker.url!r} asks for TLS but [broker] ca is empty",
+                "set ca to the CA bundle that signed the broker's certificate",
+            )
+        if not broker.tls and (broker.ca or broker.cert or broker.key):
+            raise ConfigError(
+                f"[broker] url = {broker.url!r} is plain MQTT but ca/cert/key are set",
+                "use an mqtts:// url to connect with TLS, or clear ca, cert and key",
+            )
+        return cls(
+            host=broker.host,
+            port=broker.port,
+            client_id=client_id,
+            username=username,
+            tls_ca=broker.ca,
+            tls_cert=broker.cert,
+            tls_key=broker.key,
+            clean_start=clean_start,
+            session_expiry_s=broker.session_expiry_s,
+            keepalive_s=broker.keepalive_s,
+            will=will,
+        )
+
+
+def shared_subscription(group: str, topic_filter: str) -> str:
+    """The filter that makes subscribers in ``group`` split the messages of ``topic_filter``."""
+    return f"$share/{group}/{topic_filter}"
+
+
+def describe(code: ReasonCode) -> str:
+    """A reason code as text with its number, e.g. ``Not authorized (135)``."""
+    return f"{code.getName()} ({code.value})"
+
+
+class PendingPublish:
+    """An outstanding acknowledgement: set by paho's thread, awaited by the caller."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._event = threading.Event()
+        self._failed = False
+        self._reason = ""
+        self.codes: tuple[ReasonCode, ...] = ()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when acknowledged within ``timeout_s``; False on timeout or failure."""
+        return self._event.wait(timeout_s) and not self._failed
+
+    @property
+    def failed(self) -> bool:
+        """The link went down before the acknowledgement, or the broker refused."""
+        return self._failed
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    def _settle(self, *, failed: bool, reason: str = "") -> None:
+        if self._event.is_set():
+            return
+        self._failed, self._reason = failed, reason
+        self._event.set()
+
+
+class _Acks:
+    """Outstanding acknowledgements by message id.
+
+    paho may acknowledge a message id before ``publish`` has returned it to us, and it
+    calls back while holding its own lock, so no paho call is ever made under ours.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[int, PendingPublish] = {}
+        self._early: dict[int, tuple[bool, str, tuple[ReasonCode, ...]]] = {}
+        self._down = ""
+
+    def track(self, mid: int, pending: PendingPublish) -> PendingPublish:
+        with self._lock:
+            early = self._early.pop(mid, None)
+            if early is None and not self._down:
+                self._waiting[mid] = pending
+                return pending
+        if early is not None:
+            pending.codes = early[2]
+            pending._settle(failed=early[0], reason=early[1])
+        else:
+            pending._settle(failed=True, reason=self._down)
+        return pending
+
+    def settle(self, mid: int, codes: tuple[ReasonCode, ...]) -> None:
+        bad = [c for c in codes if c.is_failure]
+        reason = ", ".join(describe(c) for c in bad)
+        with self._lock:
+            pending = self._waiting.pop(mid, None)
+            if pending is None:
+                self._early[mid] = (bool(bad), reason, codes)
+                return
+        pending.codes = codes
+        pending._settle(failed=bool(bad), reason=reason)
+
+    def fail_all(self, reason: str) -> None:
+        with self._lock:
+            self._down = reason
+            waiting, self._waiting = self._waiting, {}
+        for pending in waiting.values():
+            pending._settle(failed=True, reason=reason)
+
+
+class Link:
+    """One MQTT v5 connection: paho-mqtt 2.x, callback API 2, network loop in paho's thread.
+
+    A Link connects once; after a disconnect the caller makes a new one.
+    """
+
+    def __init__(self, settings: LinkSettings) -> None:
+        self.settings = settings
+        self._where = f"{settings.host}:{settings.port}"
+        self._inbox: queue.Queue[Message] = queue.Queue()
+        self._acks = _Acks()
+        self._connack = threading.Event()
+        self._up = threading.Event()
+        self._gone = threading.Event()
+        self._refused: ReasonCode | None = None
+        self._down_reason = ""
+        self._session_present = False
+        self._started = False
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = s.connect_timeout_s
+        client.max_inflight_messages_set(s.max_inflight)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls_ca is not None:
+            try:
+                client.tls_set(
+                    ca_certs=str(s.tls_ca),
+                    certfile=str(s.tls_cert) if s.tls_cert else None,
+                    keyfile=str(s.tls_key) if s.tls_key else None,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"cannot load the broker TLS files ({type(exc).__name__}: {exc})",
+                    "check [broker] ca, cert and key: PEM files readable by the service",
+                ) from None
+        if s.will is not None:
+            client.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    # --- paho's thread -------------------------------------------------------------
+
+    def _on_connect(
+        self, _c: mqtt.Client, _u: Any, flags: Any, code: ReasonCode, _p: Properties | None
+    ) -> None:
+        if code.is_failure:
+            self._refused = code
+        else:
+            self._session_present = bool(flags.session_present)
+            self._up.set()
+        self._connack.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: Any, flags: Any, code: ReasonCode, _p: Properties | None
+    ) -> None:
+        by_broker = bool(flags.is_disconnect_packet_from_server)
+        if by_broker:
+            reason = f"broker disconnected: {describe(code)}"
+        elif code.getName() == "Success":
+            reason = "link closed"
+        elif code.getName() == "Unspecified error":
+            reason = f"connection lost ({describe(code)})"
+        else:
+            reason = describe(code)
+        self._down_reason = reason
+        was_up = self._up.is_set()
+        self._up.clear()
+        self._acks.fail_all(reason)
+        self._gone.set()
+        self._connack.set()
+        if was_up:
+            log.info("mqtt link down broker=%s reason=%r", self._where, reason)
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: Any, mid: int, code: ReasonCode, _p: Properties | None
+    ) -> None:
+        self._acks.settle(mid, (code,))
+
+    def _on_subscribe(
+        self,
+        _c: mqtt.Client,
+        _u: Any,
+        mid: int,
+        codes: list[ReasonCode],
+        _p: Properties | None,
+    ) -> None:
+        self._acks.settle(mid, tuple(codes))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+
+    # --- the caller's side ---------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect and wait for the CONNACK; ``BrokerError`` if refused or unreachable."""
+        if self._started:
+            raise RuntimeError("a Link connects once; make a new Link to reconnect")
+        self._started = True
+        s = self.settings
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = s.session_expiry_s
+        try:
+            self._client.connect(
+                s.host,
+                s.port,
+                keepalive=s.keepalive_s,
+                clean_start=s.clean_start,
+                properties=props,
+            )
+        except (OSError, ValueError) as exc:
+            raise BrokerError(
+                f"broker at {self._where} unreachable: {_os_reason(exc)}", UNREACHABLE_HINT
+            ) from None
+        self._client.loop_start()
+        if not self._connack.wait(s.connect_timeout_s):
+            self._shut_socket()
+            self._stop_loop()
+            raise BrokerError(
+                f"broker at {self._where} unreachable: no CONNACK within {s.connect_timeout_s:g} s",
+                UNREACHABLE_HINT,
+            )
+        if self._refused is not None:
+            self._stop_loop()
+            raise BrokerError(
+                f"broker at {self._where} refused the connection: {describe(self._refused)}",
+                REFUSED_HINT,
+            )
+        if not self._up.is_set():
+            self._stop_loop()
+            raise BrokerError(
+                f"broker at {self._where} unreachable: {self._down_reason}", UNREACHABLE_HINT
+            )
+        log.info("mqtt link up broker=%s session_present=%s", self._where, self._session_present)
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker still had this client's session at the last CONNACK."""
+        return self._session_present
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._up.wait(timeout_s)
+
+    def close(self) -> None:
+        """Disconnect cleanly: the broker discards the Will."""
+        if self._up.is_set():
+            self._client.disconnect()
+            if not self._gone.wait(2.0):
+                self._shut_socket()
+        self._stop_loop()
+
+    def drop(self) -> None:
+        """Close the socket without DISCONNECT, as a crash would: the broker sends the Will."""
+        if self._up.is_set():
+            self._shut_socket()
+            self._gone.wait(2.0)
+        self._stop_loop()
+
+    def _shut_socket(self) -> None:
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):  # already closed by the other side
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _stop_loop(self) -> None:
+        self._client.loop_stop()
+        self._up.clear()
+        self._acks.fail_all(self._down_reason or "link closed")
+        # paho's callbacks refer back to this Link; dropping them lets a finished Link
+        # and its client (with paho's wake-up socket pair) be freed without waiting for gc
+        c = self._client
+        c.on_connect = c.on_disconnect = c.on_publish = c.on_subscribe = c.on_message = None
+
+    def __enter__(self) -> Link:
+        """Connect, unless ``connect`` was already called; the block's end closes."""
+        if not self._started:
+            self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> PendingPublish:
+        """Send without waiting; the result settles on PUBACK (qos 1) or once written (qos 0)."""
+        pending = PendingPublish(f"publish to {topic}")
+        if not self._up.is_set():
+            pending._settle(failed=True, reason=self._down_reason or "not connected")
+            return pending
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as exc:
+            raise BrokerError(
+                f"cannot publish to topic {topic!r}: {exc}",
+                "a topic to publish to must be non-empty UTF-8 without '+' or '#'",
+            ) from None
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            pending._settle(failed=True, reason=mqtt.error_string(info.rc))
+            return pending
+        return self._acks.track(info.mid, pending)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 30.0,
+    ) -> None:
+        """Publish and return only after the broker's PUBACK (qos 1)."""
+        self._settle_or_raise(
+            self.publish_nowait(topic, payload, qos=qos, retain=retain), timeout_s
+        )
+
+    def subscribe(self, topic_filter: str, *, qos: int = 1, timeout_s: float = 10.0) -> None:
+        """Subscribe and wait for the SUBACK; ``BrokerError`` if the broker refuses."""
+        pending = PendingPublish(f"subscribe to {topic_filter}")
+        if not self._up.is_set():
+            pending._settle(failed=True, reason=self._down_reason or "not connected")
+        else:
+            try:
+                rc, mid = self._client.subscribe(topic_filter, qos=qos)
+            except ValueError as exc:
+                raise BrokerError(
+                    f"cannot subscribe to {topic_filter!r}: {exc}",
+                    "use '+' and '#' only as whole topic levels, '#' only last",
+                ) from None
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                pending._settle(failed=True, reason=mqtt.error_string(rc))
+            else:
+                self._acks.track(mid, pending)
+        self._settle_or_raise(pending, timeout_s)
+
+    def _settle_or_raise(self, pending: PendingPublish, timeout_s: float) -> None:
+        if pending.wait(timeout_s):
+            return
+        if not pending.done():
+            raise BrokerError(
+                f"{pending.what}: no acknowledgement from {self._where} within {timeout_s:g} s",
+                LINK_HINT,
+            )
+        if pending.codes:
+            raise BrokerError(
+                f"broker at {self._where} refused {pending.what}: {pending.reason}",
+                "check the broker ACL for this client's username and topics",
+            )
+        raise BrokerError(f"{pending.what} failed: {pending.reason}", LINK_HINT)
+
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet taken with ``get``."""
+        return self._inbox.qsize()
+
+    def get(self, timeout_s: float | None) -> Message | None:
+        """The next received message, or None after ``timeout_s`` (None waits for ever)."""
+        try:
+            return self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason})"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "connection timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return f"{type(exc).__name__}: {exc}"

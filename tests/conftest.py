@@ -1,0 +1,122 @@
+"""Fixtures for the real parts: mosquitto, the SANE test backend, device and
+warehouse homes with real keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fixtures_mqtt import Broker, mosquitto, mosquitto_session  # noqa: E402,F401,F811
+
+from agent import keys  # noqa: E402
+from agent.config import BrokerConfig, Config, DeviceConfig, SyncConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SOHOA = [sys.executable, "-m", "agent.cli"]
+
+
+def write_toml(
+    path: Path, home: Path, device_id: str, broker_url: str, **sections: dict[str, object]
+) -> Path:
+    lines = [
+        f'home = "{home}"',
+        "[device]",
+        f'id = "{device_id}"',
+        "[broker]",
+        f'url = "{broker_url}"',
+    ]
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Site:
+    """A device and a warehouse sharing one broker, each with its own home and config file."""
+
+    broker: Broker
+    device: Config
+    warehouse: Config
+    device_toml: Path
+    warehouse_toml: Path
+
+    def run(
+        self, *args: str, side: str = "device", timeout: float = 180, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "SOHOA_CONFIG": str(self.device_toml if side == "device" else self.warehouse_toml),
+        }
+        env.pop("SOHOA_HOME", None)
+        proc = subprocess.run(
+            [*SOHOA, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"sohoa {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+
+def make_site(tmp: Path, broker: Broker, device_id: str = "dev-test-01") -> Site:
+    bcfg = BrokerConfig(url=broker.url())
+    wh = Config(home=tmp / "warehouse", broker=bcfg)
+    dev = Config(
+        home=tmp / "device",
+        broker=bcfg,
+        device=DeviceConfig(id=device_id),
+        sync=SyncConfig(receipt_timeout_s=5.0),
+    )
+    keys.init_warehouse_keys(wh.path(wh.warehouse.private_key), wh.path(wh.warehouse.public_key))
+    keys.init_device_keys(dev.path(dev.device.key))
+    shutil.copy(wh.path(wh.warehouse.public_key), dev.path(dev.warehouse.public_key))
+    keys.enroll_device(
+        dev.path(dev.device.key).with_suffix(".pub"), device_id, wh.path(wh.warehouse.devices)
+    )
+    dt = write_toml(
+        tmp / "device.toml",
+        dev.home,
+        device_id,
+        broker.url(),
+        sync={"receipt_timeout_s": 5.0},
+        spool={"reserve_mb": 0},
+    )
+    wt = write_toml(tmp / "warehouse.toml", wh.home, "warehouse", broker.url())
+    dev = replace(dev, spool=replace(dev.spool, reserve_mb=0))
+    return Site(broker, dev, wh, dt, wt)
+
+
+@pytest.fixture
+def site(tmp_path: Path, mosquitto: Broker) -> Site:  # noqa: F811
+    return make_site(tmp_path, mosquitto)
+
+
+@pytest.fixture
+def warehouse_worker(site: Site) -> Iterator[threading.Event]:
+    """A real warehouse ingest worker on the site's broker, in a thread."""
+    from sync.daemons import serve_warehouse
+
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(
+        target=serve_warehouse,
+        args=(site.warehouse,),
+        kwargs={"worker": "t1", "stop": stop, "ready": ready},
+        daemon=True,
+    )
+    t.start()
+    assert ready.wait(15), "warehouse worker did not connect"
+    yield stop
+    stop.set()
+    t.join(10)

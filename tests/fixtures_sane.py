@@ -1,0 +1,70 @@
+"""The real libsane ``test`` backend as a pytest fixture (``sane_test_scanner``).
+
+libsane finds its configuration through ``$SANE_CONFIG_DIR``. Two facts measured on
+libsane 1.2 decide the design:
+- the dll meta-backend reads ``dll.conf`` at the first ``sane_init()`` of the process and
+  keeps that directory for good; it still loads a backend by name on ``sane_open()``
+  ("test:0") even when ``dll.conf`` does not list it;
+- each backend is unloaded at ``sane_exit()`` and re-reads its own ``test.conf`` at the
+  next ``sane_init()``.
+sohoa runs every batch inside its own init/exit, so once this fixture has set the
+variable, scanning test:0 works in any test order. Only the device *list* depends on
+the first init: a test that needs ``test:0`` listed runs in a subprocess with
+``sane_env()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SYSTEM_TEST_CONF = Path("/etc/sane.d/test.conf")
+
+# Our changes to the packaged test.conf: an A4 page fits (the default bed is 200 mm),
+# pages show a grid rather than solid black, and the test options (bool sensors the
+# way scanner buttons look) are on.
+OVERRIDES = {
+    "geometry_max": "300.0",
+    "test-picture": '"Grid"',
+    "enable-test-options": "true",
+}
+
+
+def write_sane_config(directory: Path) -> Path:
+    """A private SANE configuration directory whose dll.conf lists only ``test``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "dll.conf").write_text("test\n")
+    lines = SYSTEM_TEST_CONF.read_text().splitlines() if SYSTEM_TEST_CONF.exists() else []
+    seen: set[str] = set()
+    out = []
+    for line in lines:
+        key = line.split(" ", 1)[0]
+        if key in OVERRIDES and not line.startswith("#"):
+            line = f"{key} {OVERRIDES[key]}"
+            seen.add(key)
+        out.append(line)
+    out += [f"{key} {value}" for key, value in OVERRIDES.items() if key not in seen]
+    (directory / "test.conf").write_text("\n".join(out) + "\n")
+    return directory
+
+
+def sane_env(directory: Path) -> dict[str, str]:
+    """Environment for a subprocess that must see only the test backend."""
+    return {**os.environ, "SANE_CONFIG_DIR": str(directory)}
+
+
+@pytest.fixture(scope="session")
+def sane_test_scanner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Device name of the libsane test backend ("test:0"): 10 pages per feeder run.
+    ``os.environ["SANE_CONFIG_DIR"]`` names the private configuration meanwhile."""
+    config_dir = write_sane_config(tmp_path_factory.mktemp("sane.d"))
+    previous = os.environ.get("SANE_CONFIG_DIR")
+    os.environ["SANE_CONFIG_DIR"] = str(config_dir)
+    yield "test:0"
+    if previous is None:
+        os.environ.pop("SANE_CONFIG_DIR", None)
+    else:
+        os.environ["SANE_CONFIG_DIR"] = previous

@@ -1,0 +1,378 @@
+"""PDF output read back by PDFium: pages, sizes, images, XMP metadata, barcodes, file structure."""
+
+from __future__ import annotations
+
+import io
+import re
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+import pytest
+import zbar
+from fixtures_pages import color_page, receipt_page, short_lines_page, text_page, turned
+from PIL import Image
+
+from agent.errors import InputError
+from agent.pages import ink_mask, prepare_page
+from agent.pdf import (
+    DECREE30_NS,
+    EncodedPage,
+    PdfMetadata,
+    PdfWriter,
+    encode_page,
+    wrap_jpeg,
+    write_pdf,
+)
+
+A4_POINTS = (595.28, 841.89)
+DOSSIER = "000.00.20.H56-230512-0003"
+LOOKUP_URL = f"https://dichvucong.gov.vn/p/home/dvc-tra-cuu-ho-so.html?MHS={DOSSIER}&SGT=0"
+NS = {
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "pdfaid": "http://www.aiim.org/pdfa/ns/id/",
+    "xmp": "http://ns.adobe.com/xap/1.0/",
+    "vnarc": DECREE30_NS,
+}
+META = PdfMetadata(
+    file_code=DOSSIER,
+    doc_ordinal=2,
+    type_name="KQ.G15.000031",
+    code_number="123",
+    code_notation="123/GKS-UBND",
+    issued_date="2023-05-12",
+    organ_name="Ủy ban nhân dân xã Tân Lập",
+    subject="Giấy khai sinh <bản chính> & bản sao",
+    description="Số hóa từ bản gốc",
+    created=datetime(2023, 5, 12, 10, 30, tzinfo=timezone(timedelta(hours=7))),
+)
+
+
+class WriteOnly:
+    """An output with nothing but write(), like the envelope sealer."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(bytes(data))
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[str, Image.Image]:
+    return {
+        "letter": text_page(),
+        "receipt": receipt_page(code=DOSSIER, qr=LOOKUP_URL),
+        "note": short_lines_page(),
+        "colour": color_page(),
+    }
+
+
+def build(pages: list[EncodedPage], meta: PdfMetadata = META) -> bytes:
+    out = WriteOnly()
+    written = write_pdf(pages, meta, out)
+    data = out.getvalue()
+    assert written == len(data)
+    return data
+
+
+def embedded_image(document: pdfium.PdfDocument, index: int) -> Image.Image:
+    (image,) = [o for o in document[index].get_objects() if o.type == pdfium_c.FPDF_PAGEOBJ_IMAGE]
+    return image.get_bitmap(render=False).to_pil()
+
+
+def rendered(document: pdfium.PdfDocument, index: int, dpi: int = 300) -> Image.Image:
+    page = document[index]
+    bitmap = page.render(scale=dpi / 72, grayscale=True).to_pil()
+    width, height = (round(side * dpi / 72) for side in page.get_size())
+    return bitmap.crop((0, 0, width, height))
+
+
+def xmp_of(pdf: bytes) -> ET.Element:
+    match = re.search(rb"<\?xpacket begin=.*?<\?xpacket end=\"w\"\?>", pdf, re.DOTALL)
+    assert match is not None
+    return ET.fromstring(match.group(0))
+
+
+@pytest.mark.parametrize(
+    ("profile", "filter_", "colorspaces", "bits"),
+    [
+        ("text", "CCITTFaxDecode", ["DeviceGray"] * 3, 1),
+        ("color", "DCTDecode", ["DeviceGray", "DeviceGray", "DeviceRGB"], 8),
+        ("lossless", "FlateDecode", ["DeviceGray", "DeviceGray", "DeviceRGB"], 8),
+    ],
+)
+def test_three_page_pdf_reads_back_page_for_page(
+    pages: dict[str, Image.Image],
+    profile: str,
+    filter_: str,
+    colorspaces: list[str],
+    bits: int,
+) -> None:
+    sources = [pages["letter"], pages["note"], pages["colour"]]
+    encoded = [encode_page(page, 300, profile) for page in sources]
+    assert [(e.filter, e.colorspace, e.bits) for e in encoded] == [
+        (filter_, colorspace, bits) for colorspace in colorspaces
+    ]
+    document = pdfium.PdfDocument(build(encoded))
+    assert len(document) == 3
+    for index, source in enumerate(sources):
+        assert document[index].get_size() == pytest.approx(A4_POINTS, abs=1)
+        grey = np.asarray(source.convert("L"), dtype=np.int16)
+        image = np.asarray(embedded_image(document, index).convert("L"), dtype=np.int16)
+        assert image.shape == grey.shape
+        if profile == "text":
+            expected_ink = np.asarray(ink_mask(source.convert("L")))
+            assert np.array_equal(image < 128, expected_ink)
+        elif profile == "lossless":
+            assert np.array_equal(image, grey)
+        else:
+            assert np.abs(image - grey).mean() < 2
+        view = np.asarray(rendered(document, index), dtype=np.int16)
+        assert np.abs(view - grey).mean() < (12 if profile == "text" else 4)
+
+
+def test_colour_survives_the_color_profile(pages: dict[str, Image.Image]) -> None:
+    source = pages["colour"]
+    document = pdfium.PdfDocument(build([encode_page(source, 300, "color")]))
+    image = embedded_image(document, 0).convert("RGB")
+    seal_pixel = (round(300 * 5.5) - round(300 * 0.7) + 3, round(300 * 8.5))
+    red, green, blue = image.getpixel(seal_pixel)  # type: ignore[misc]
+    assert red > 150 and green < 90 and blue < 90
+    assert np.abs(np.asarray(image, np.int16) - np.asarray(source, np.int16)).mean() < 2
+
+
+def test_text_profile_is_a_tenth_of_a_grey_jpeg_or_less(pages: dict[str, Image.Image]) -> None:
+    page = pages["letter"]
+    jpeg = io.BytesIO()
+    page.convert("L").save(jpeg, "JPEG", quality=75)
+    assert len(encode_page(page, 300, "text").data) <= 0.10 * len(jpeg.getvalue())
+
+
+def test_barcodes_stay_readable_through_the_text_profile(pages: dict[str, Image.Image]) -> None:
+    document = pdfium.PdfDocument(build([encode_page(pages["receipt"], 300, "text")]))
+    found = zbar.Scanner().scan(np.asarray(rendered(document, 0).convert("L")))
+    assert sorted((symbol.type, symbol.data.decode()) for symbol in found) == [
+        ("CODE-128", DOSSIER),
+        ("QR-Code", LOOKUP_URL),
+    ]
+
+
+def test_barcodes_survive_deskew_and_the_text_profile(pages: dict[str, Image.Image]) -> None:
+    straight, check = prepare_page(turned(pages["receipt"], -2.5), 300)
+    assert "deskewed" in check.flags
+    document = pdfium.PdfDocument(build([encode_page(straight, 300, "text")]))
+    found = zbar.Scanner().scan(np.asarray(rendered(document, 0).convert("L")))
+    assert sorted((symbol.type, symbol.data.decode()) for symbol in found) == [
+        ("CODE-128", DOSSIER),
+        ("QR-Code", LOOKUP_URL),
+    ]
+
+
+def test_xmp_carries_pdfa_identification_and_decree_30_fields(
+    pages: dict[str, Image.Image],
+) -> None:
+    page = encode_page(pages["note"], 300, "text")
+    xmp = xmp_of(build([page, page]))
+    assert xmp.findtext(".//pdfaid:part", namespaces=NS) == "2"
+    assert xmp.findtext(".//pdfaid:conformance", namespaces=NS) == "B"
+    assert xmp.findtext(".//dc:title//rdf:li", namespaces=NS) == META.subject
+    assert xmp.findtext(".//dc:description//rdf:li", namespaces=NS) == META.description
+    assert xmp.findtext(".//dc:language//rdf:li", namespaces=NS) == "vi"
+    assert xmp.findtext(".//xmp:CreateDate", namespaces=NS) == "2023-05-12T10:30:00+07:00"
+    fields = {
+        element.tag.removeprefix("{" + DECREE30_NS + "}"): element.text
+        for element in xmp.iter()
+        if element.tag.startswith("{" + DECREE30_NS)
+    }
+    assert fields == {
+        "FileCode": DOSSIER,
+        "DocOrdinal": "2",
+        "TypeName": "KQ.G15.000031",
+        "CodeNumber": "123",
+        "CodeNotation": "123/GKS-UBND",
+        "IssuedDate": "2023-05-12",
+        "OrganName": "Ủy ban nhân dân xã Tân Lập",
+        "Subject": "Giấy khai sinh <bản chính> & bản sao",
+        "Language": "vi",
+        "PageAmount": "2",
+        "Description": "Số hóa từ bản gốc",
+    }
+
+
+def test_xmp_declares_its_own_schema_for_pdfa(pages: dict[str, Image.Image]) -> None:
+    xmp = xmp_of(build([encode_page(pages["note"], 300, "text")], PdfMetadata()))
+    names = [e.text for e in xmp.iter("{http://www.aiim.org/pdfa/ns/property#}name")]
+    assert names == [
+        "FileCode", "DocOrdinal", "TypeName", "CodeNumber", "CodeNotation", "IssuedDate",
+        "OrganName", "Subject", "Language", "PageAmount", "Description",
+    ]  # fmt: skip
+    values = {e.tag for e in xmp.iter() if e.tag.startswith("{" + DECREE30_NS)}
+    assert values == {f"{{{DECREE30_NS}}}Language", f"{{{DECREE30_NS}}}PageAmount"}
+
+
+def test_info_dictionary_holds_vietnamese_title_and_dates(pages: dict[str, Image.Image]) -> None:
+    meta = PdfMetadata(title="Giấy chứng nhận (bản sao) \\ số 5", created=META.created)
+    document = pdfium.PdfDocument(build([encode_page(pages["note"], 300, "text")], meta))
+    info = document.get_metadata_dict()
+    assert (info["Title"], info["Producer"], info["CreationDate"], info["ModDate"]) == (
+        "Giấy chứng nhận (bản sao) \\ số 5",
+        "sohoa",
+        "D:20230512103000+07'00'",
+        "D:20230512103000+07'00'",
+    )
+
+
+def test_file_has_pdfa_header_id_output_intent_and_a_true_xref(
+    pages: dict[str, Image.Image],
+) -> None:
+    pdf = build([encode_page(pages["note"], 300, profile) for profile in ("text", "color")])
+    assert pdf.startswith(b"%PDF-1.7\n%")
+    assert all(byte > 127 for byte in pdf[10:14])
+    assert pdf.endswith(b"%%EOF\n")
+    assert re.search(rb"/ID \[<[0-9a-f]{32}> <[0-9a-f]{32}>\]", pdf)
+    assert re.search(rb"/OutputIntents \[<< /Type /OutputIntent /S /GTS_PDFA1", pdf)
+    assert re.search(rb"/Type /Metadata /Subtype /XML /Length", pdf)  # never compressed
+    start = int(re.findall(rb"startxref\n(\d+)\n", pdf)[-1])
+    assert pdf[start:].startswith(b"xref\n0 ")
+    count = int(pdf[start:].split(b"\n")[1].split()[1])
+    rows = pdf[start:].split(b"\n", 2)[2].split(b"\r\n")[:count]
+    assert rows[0] == b"0000000000 65535 f"
+    for number, row in enumerate(rows[1:], start=1):
+        offset = int(row.split()[0])
+        assert pdf[offset:].startswith(f"{number} 0 obj\n".encode())
+
+
+def test_same_pages_and_metadata_give_the_same_bytes(pages: dict[str, Image.Image]) -> None:
+    page = encode_page(pages["note"], 300, "text")
+    assert build([page]) == build([page])
+
+
+def test_writer_streams_each_page_before_the_document_ends(pages: dict[str, Image.Image]) -> None:
+    out = WriteOnly()
+    writer = PdfWriter(out, META)
+    page = encode_page(pages["letter"], 300, "text")
+    writer.add_page(page)
+    assert page.data in out.getvalue()
+    writer.add_page(page)
+    total = writer.close()
+    assert total == len(out.getvalue())
+    assert writer.close() == total
+    assert len(pdfium.PdfDocument(out.getvalue())) == 2
+
+
+def test_pages_keep_their_own_resolution(pages: dict[str, Image.Image]) -> None:
+    small = pages["note"].resize((1240, 1754))
+    document = pdfium.PdfDocument(
+        build([encode_page(pages["note"], 300, "text"), encode_page(small, 150, "text")])
+    )
+    sizes = [document[i].get_size() for i in range(2)]
+    assert sizes == [pytest.approx(A4_POINTS, abs=1)] * 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "colorspace", "progressive"),
+    [("L", "DeviceGray", False), ("RGB", "DeviceRGB", False), ("RGB", "DeviceRGB", True)],
+)
+def test_scanner_jpeg_is_wrapped_byte_for_byte(
+    pages: dict[str, Image.Image], mode: str, colorspace: str, progressive: bool
+) -> None:
+    source = pages["colour"].convert(mode)
+    jpeg = io.BytesIO()
+    source.save(jpeg, "JPEG", quality=80, progressive=progressive)
+    page = wrap_jpeg(jpeg.getvalue(), 300)
+    assert (page.width, page.height, page.filter, page.colorspace, page.bits) == (
+        *source.size,
+        "DCTDecode",
+        colorspace,
+        8,
+    )
+    pdf = build([page])
+    assert jpeg.getvalue() in pdf
+    decoded = np.asarray(Image.open(jpeg).convert(mode), np.int16)
+    embedded = np.asarray(embedded_image(pdfium.PdfDocument(pdf), 0).convert(mode), np.int16)
+    assert np.abs(decoded - embedded).max() <= 2
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"\x89PNG\r\n\x1a\n", "not a JPEG"),
+        (b"\xff\xd8\xff\xd9", "no readable frame"),
+    ],
+)
+def test_wrap_jpeg_refuses_what_is_not_a_jpeg(data: bytes, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        wrap_jpeg(data, 300)
+
+
+def test_wrap_jpeg_refuses_cmyk() -> None:
+    jpeg = io.BytesIO()
+    Image.new("CMYK", (64, 64), (0, 0, 0, 0)).save(jpeg, "JPEG")
+    with pytest.raises(InputError, match="4 components"):
+        wrap_jpeg(jpeg.getvalue(), 300)
+
+
+def test_unknown_profile_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(InputError, match="'fax'") as caught:
+        encode_page(Image.new("L", (10, 10), 255), 300, "fax")
+    assert caught.value.hint == "use one of text, color, lossless"
+
+
+def test_document_without_pages_is_refused() -> None:
+    writer = PdfWriter(WriteOnly(), META)
+    with pytest.raises(InputError, match="no pages"):
+        writer.close()
+
+
+def test_adding_after_close_is_refused(pages: dict[str, Image.Image]) -> None:
+    writer = PdfWriter(WriteOnly(), META)
+    writer.add_page(encode_page(pages["note"], 300, "text"))
+    writer.close()
+    with pytest.raises(InputError, match="closed"):
+        writer.add_page(encode_page(pages["note"], 300, "text"))
+
+
+@pytest.mark.parametrize(
+    ("source", "profile", "expected"),
+    [
+        (Image.new("1", (64, 64), 1), "text", ("CCITTFaxDecode", "DeviceGray", 1)),
+        (Image.new("1", (64, 64), 1), "lossless", ("FlateDecode", "DeviceGray", 1)),
+        (Image.new("1", (64, 64), 1), "color", ("DCTDecode", "DeviceGray", 8)),
+        (Image.new("RGBA", (64, 64), (0, 0, 255, 128)), "color", ("DCTDecode", "DeviceRGB", 8)),
+        (Image.new("P", (64, 64), 7), "lossless", ("FlateDecode", "DeviceGray", 8)),
+        (Image.new("I;16", (64, 64), 30000), "lossless", ("FlateDecode", "DeviceGray", 8)),
+    ],
+)
+def test_any_scanner_mode_encodes_and_reads_back(
+    source: Image.Image, profile: str, expected: tuple[str, str, int]
+) -> None:
+    page = encode_page(source, 300, profile)
+    assert (page.filter, page.colorspace, page.bits) == expected
+    image = embedded_image(pdfium.PdfDocument(build([page])), 0).convert("L")
+    flat = np.asarray(
+        Image.alpha_composite(
+            Image.new("RGBA", source.size, "white"), source.convert("RGBA")
+        ).convert("L")
+        if source.mode == "RGBA"
+        else (
+            source.convert("L")
+            if source.mode != "I;16"
+            else Image.new("L", source.size, 30000 >> 8)
+        ),
+        np.int16,
+    )
+    assert np.abs(np.asarray(image, np.int16) - flat).max() <= 3
+
+
+def test_created_defaults_to_now_in_utc(pages: dict[str, Image.Image]) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    xmp = xmp_of(build([encode_page(pages["note"], 300, "text")], PdfMetadata()))
+    created = datetime.fromisoformat(xmp.findtext(".//xmp:CreateDate", namespaces=NS) or "")
+    assert before <= created <= datetime.now(UTC)
