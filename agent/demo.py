@@ -52,22 +52,13 @@ def demo_pages(folder: Path) -> int:
     return len(pages)
 
 
-def _sane_dir(base: Path) -> Path:
-    d = base / "sane"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "dll.conf").write_text("test\n")
-    system = Path("/etc/sane.d/test.conf")
-    if system.exists():
-        shutil.copy(system, d / "test.conf")
-    return d
-
-
 def run_demo(keep: Path | None = None, sane: bool = True) -> int:
     from agent import keys
     from agent.capture import SealSettings, capture_batch
     from agent.spool import Spool
     from device.barcodes import ZbarReader
     from device.files import pages_from_path
+    from device.sane_testbed import write_sane_config
     from sync.daemons import run_sync, serve_warehouse
     from sync.fleet import collect, render_fleet
     from sync.index import SqliteIndex
@@ -138,7 +129,7 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
             for w in res.warnings:
                 print(f"  ! {w}")
             if sane:
-                os.environ["SANE_CONFIG_DIR"] = str(_sane_dir(base))
+                os.environ["SANE_CONFIG_DIR"] = str(write_sane_config(base / "sane"))
                 from device.scanner import SaneScanner, ScanSettings
 
                 res2 = capture_batch(

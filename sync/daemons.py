@@ -74,6 +74,15 @@ def health_payload(
     return json.dumps(health, ensure_ascii=False).encode()
 
 
+def _say_offline(link: Link, device: str) -> None:
+    """A clean stop does not fire the Last Will, so say it ourselves."""
+    if link.connected:
+        try:
+            link.publish(state_topic(device), _birth(device, False), retain=True, timeout_s=5)
+        except BrokerError:
+            pass
+
+
 @dataclass(frozen=True)
 class SyncOutcome:
     stored: int
@@ -156,6 +165,7 @@ def run_sync(
                 log.warning("link down reason=%s", exc.message)
                 stop.wait(min(next(delays), max(0.0, deadline - time.monotonic())))
             finally:
+                _say_offline(link, cfg.device.id)
                 link.close()
         pending = spool.status().pending_docs
         return SyncOutcome(stored, pending, rejected, rejections)

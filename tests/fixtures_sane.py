@@ -21,34 +21,7 @@ from pathlib import Path
 
 import pytest
 
-SYSTEM_TEST_CONF = Path("/etc/sane.d/test.conf")
-
-# Our changes to the packaged test.conf: an A4 page fits (the default bed is 200 mm),
-# pages show a grid rather than solid black, and the test options (bool sensors the
-# way scanner buttons look) are on.
-OVERRIDES = {
-    "geometry_max": "300.0",
-    "test-picture": '"Grid"',
-    "enable-test-options": "true",
-}
-
-
-def write_sane_config(directory: Path) -> Path:
-    """A private SANE configuration directory whose dll.conf lists only ``test``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "dll.conf").write_text("test\n")
-    lines = SYSTEM_TEST_CONF.read_text().splitlines() if SYSTEM_TEST_CONF.exists() else []
-    seen: set[str] = set()
-    out = []
-    for line in lines:
-        key = line.split(" ", 1)[0]
-        if key in OVERRIDES and not line.startswith("#"):
-            line = f"{key} {OVERRIDES[key]}"
-            seen.add(key)
-        out.append(line)
-    out += [f"{key} {value}" for key, value in OVERRIDES.items() if key not in seen]
-    (directory / "test.conf").write_text("\n".join(out) + "\n")
-    return directory
+from device.sane_testbed import write_sane_config
 
 
 def sane_env(directory: Path) -> dict[str, str]:
