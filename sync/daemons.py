@@ -6,6 +6,7 @@ everything inside works on one connection at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -77,10 +78,8 @@ def health_payload(
 def _say_offline(link: Link, device: str) -> None:
     """A clean stop does not fire the Last Will, so say it ourselves."""
     if link.connected:
-        try:
+        with contextlib.suppress(BrokerError):
             link.publish(state_topic(device), _birth(device, False), retain=True, timeout_s=5)
-        except BrokerError:
-            pass
 
 
 @dataclass(frozen=True)
