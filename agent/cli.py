@@ -40,19 +40,14 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
 
     source: PageSource
     if args.source_path:
-        from device.files import pages_from_path
+        from device.files import PathSource
 
         path = Path(args.source_path)
         if not path.exists():
             raise InputError(
                 f"{path} does not exist", "give a folder of page images, a TIFF or a PDF"
             )
-
-        class _Files:
-            def pages(self) -> Any:
-                return pages_from_path(path)
-
-        source = _Files()
+        source = PathSource(path)
     else:
         settings = ScanSettings(
             source=cfg.capture.scanner_source,

@@ -57,7 +57,7 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
     from agent.capture import SealSettings, capture_batch
     from agent.spool import Spool
     from device.barcodes import ZbarReader
-    from device.files import pages_from_path
+    from device.files import PathSource
     from device.sane_testbed import write_sane_config
     from sync.daemons import run_sync, serve_warehouse
     from sync.fleet import collect, render_fleet
@@ -110,12 +110,12 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
         with Spool(dev.home / "spool", reserve_bytes=0) as spool:
             n = demo_pages(base / "pages")
 
-            class _Files:
-                def pages(self):  # type: ignore[no-untyped-def]
-                    return pages_from_path(base / "pages")
-
             res = capture_batch(
-                _Files(), spool=spool, reader=ZbarReader(), capture=dev.capture, seal=seal
+                PathSource(base / "pages"),
+                spool=spool,
+                reader=ZbarReader(),
+                capture=dev.capture,
+                seal=seal,
             )
             print(
                 f"scan --from pages/: {n} pages -> {len(res.documents)} documents, separators {list(res.separators)}"
@@ -152,10 +152,11 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
         stored = {d.doc_id: d for d in index.all()}
         index.close()
         print("\nwarehouse ls:")
-        for d in stored.values():
-            ok = captured.get(d.doc_id) == d.pdf_sha256
+        for rec in stored.values():
+            ok = captured.get(rec.doc_id) == rec.pdf_sha256
             print(
-                f"  {d.doc_id}  {d.device}  {d.pages} p  {d.bytes // 1024} KB  sha256 {'verified' if ok else 'MISMATCH'}"
+                f"  {rec.doc_id}  {rec.device}  {rec.pages} p  {rec.bytes // 1024} KB"
+                f"  sha256 {'verified' if ok else 'MISMATCH'}"
             )
 
         link = Link(LinkSettings.from_config(bcfg, "sohoa-demo-fleet", clean_start=True))

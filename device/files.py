@@ -363,3 +363,14 @@ def _move(path: Path, directory: Path) -> Path:
         n += 1
         target = directory / f"{path.stem}.{n}{path.suffix}"
     return Path(shutil.move(path, target))
+
+
+@dataclass(frozen=True)
+class PathSource:
+    """A folder, TIFF or PDF as a ``PageSource`` (``sohoa scan --from PATH``)."""
+
+    path: Path
+    default_dpi: int = 300
+
+    def pages(self) -> Iterator[ScannedPage]:
+        return pages_from_path(self.path, default_dpi=self.default_dpi)
