@@ -12,11 +12,12 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-import barcode  # type: ignore[import-untyped]
+import barcode
 import numpy as np
-import qrcode  # type: ignore[import-untyped]
+import qrcode
 from PIL import Image, ImageChops, ImageDraw
 
+from agent.errors import BarcodeError
 from agent.sheets import load_font
 
 SYMBOLOGIES = ("QRCODE", "CODE128", "CODE39")
@@ -51,7 +52,9 @@ def code_modules(symbology: str, text: str) -> np.ndarray:
     elif symbology == "CODE39":
         row = barcode.codex.Code39(text, add_checksum=False).build()[0]
     else:
-        raise ValueError(f"cannot draw symbology {symbology!r}; use one of {SYMBOLOGIES}")
+        raise BarcodeError(
+            f"cannot draw symbology {symbology!r}", f"use one of {', '.join(SYMBOLOGIES)}"
+        )
     return np.array([[c == "1" for c in row]], dtype=bool)
 
 
@@ -126,7 +129,7 @@ def _degrade(
             270: Image.Transpose.ROTATE_270,
         }
         if rotate % 360 not in transposes:
-            raise ValueError(f"rotate must be 0, 90, 180 or 270, not {rotate}")
+            raise BarcodeError(f"cannot turn a page by {rotate} degrees", "use 0, 90, 180 or 270")
         page = page.transpose(transposes[rotate % 360])
     if jpeg_quality is not None:
         buf = io.BytesIO()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import qrcode  # type: ignore[import-untyped]
+import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
 from agent.codes import COVER_PREFIX, parse_cover_sheet

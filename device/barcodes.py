@@ -64,8 +64,6 @@ def to_grey(image: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(image, dtype=np.float64)
         top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode == "F" and top <= 1.0:
-            top = 1.0
         return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -131,9 +129,7 @@ def zxing_decoder(symbologies: Iterable[str] = DEFAULT_SYMBOLOGIES) -> Decoder |
 
     def decode(grey: Image.Image) -> list[tuple[str, str]]:
         found = zxingcpp.read_barcodes(np.asarray(grey), formats=formats)
-        return [
-            (names.get(str(b.format), normalise_symbology(str(b.format))), b.text) for b in found
-        ]
+        return [(names.get(b.format.name, b.format.name.upper()), b.text) for b in found]
 
     return decode
 

@@ -109,14 +109,14 @@ def describe(code: ReasonCode) -> str:
 
 
 class PendingPublish:
-    """An outstanding acknowledgement: set by paho's thread, awaited by the caller."""
+    """An outstanding acknowledgement (PUBACK, or SUBACK inside ``subscribe``)."""
 
     def __init__(self, what: str) -> None:
         self.what = what
+        self.refused = False  # the broker answered with a failure reason code
         self._event = threading.Event()
         self._failed = False
         self._reason = ""
-        self.codes: tuple[ReasonCode, ...] = ()
 
     def done(self) -> bool:
         return self._event.is_set()
@@ -134,11 +134,11 @@ class PendingPublish:
     def reason(self) -> str:
         return self._reason
 
-    def _settle(self, *, failed: bool, reason: str = "") -> None:
-        if self._event.is_set():
-            return
-        self._failed, self._reason = failed, reason
-        self._event.set()
+    def _settle(self, reason: str = "", *, refused: bool = False) -> None:
+        """Settle once: acknowledged when ``reason`` is empty, failed otherwise."""
+        if not self._event.is_set():
+            self._failed, self._reason, self.refused = bool(reason), reason, refused
+            self._event.set()
 
 
 class _Acks:
@@ -151,7 +151,7 @@ class _Acks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[int, PendingPublish] = {}
-        self._early: dict[int, tuple[bool, str, tuple[ReasonCode, ...]]] = {}
+        self._early: dict[int, str] = {}  # acknowledged before tracked: mid -> refusal
         self._down = ""
 
     def track(self, mid: int, pending: PendingPublish) -> PendingPublish:
@@ -161,29 +161,26 @@ class _Acks:
                 self._waiting[mid] = pending
                 return pending
         if early is not None:
-            pending.codes = early[2]
-            pending._settle(failed=early[0], reason=early[1])
+            pending._settle(early, refused=bool(early))
         else:
-            pending._settle(failed=True, reason=self._down)
+            pending._settle(self._down)
         return pending
 
-    def settle(self, mid: int, codes: tuple[ReasonCode, ...]) -> None:
-        bad = [c for c in codes if c.is_failure]
-        reason = ", ".join(describe(c) for c in bad)
+    def settle(self, mid: int, codes: list[ReasonCode]) -> None:
+        refusal = ", ".join(describe(c) for c in codes if c.is_failure)
         with self._lock:
             pending = self._waiting.pop(mid, None)
             if pending is None:
-                self._early[mid] = (bool(bad), reason, codes)
+                self._early[mid] = refusal
                 return
-        pending.codes = codes
-        pending._settle(failed=bool(bad), reason=reason)
+        pending._settle(refusal, refused=bool(refusal))
 
     def fail_all(self, reason: str) -> None:
         with self._lock:
             self._down = reason
             waiting, self._waiting = self._waiting, {}
         for pending in waiting.values():
-            pending._settle(failed=True, reason=reason)
+            pending._settle(reason)
 
 
 class Link:
@@ -242,20 +239,19 @@ class Link:
     # --- paho's thread -------------------------------------------------------------
 
     def _on_connect(
-        self, _c: mqtt.Client, _u: Any, flags: Any, code: ReasonCode, _p: Properties | None
+        self, _c: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, code: ReasonCode, _p: Any
     ) -> None:
         if code.is_failure:
             self._refused = code
         else:
-            self._session_present = bool(flags.session_present)
+            self._session_present = flags.session_present
             self._up.set()
         self._connack.set()
 
     def _on_disconnect(
-        self, _c: mqtt.Client, _u: Any, flags: Any, code: ReasonCode, _p: Properties | None
+        self, _c: mqtt.Client, _u: Any, flags: mqtt.DisconnectFlags, code: ReasonCode, _p: Any
     ) -> None:
-        by_broker = bool(flags.is_disconnect_packet_from_server)
-        if by_broker:
+        if flags.is_disconnect_packet_from_server:
             reason = f"broker disconnected: {describe(code)}"
         elif code.getName() == "Success":
             reason = "link closed"
@@ -272,20 +268,13 @@ class Link:
         if was_up:
             log.info("mqtt link down broker=%s reason=%r", self._where, reason)
 
-    def _on_publish(
-        self, _c: mqtt.Client, _u: Any, mid: int, code: ReasonCode, _p: Properties | None
-    ) -> None:
-        self._acks.settle(mid, (code,))
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, code: ReasonCode, _p: Any) -> None:
+        self._acks.settle(mid, [code])
 
     def _on_subscribe(
-        self,
-        _c: mqtt.Client,
-        _u: Any,
-        mid: int,
-        codes: list[ReasonCode],
-        _p: Properties | None,
+        self, _c: mqtt.Client, _u: Any, mid: int, codes: list[ReasonCode], _p: Any
     ) -> None:
-        self._acks.settle(mid, tuple(codes))
+        self._acks.settle(mid, codes)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._inbox.put(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
@@ -313,24 +302,15 @@ class Link:
                 f"broker at {self._where} unreachable: {_os_reason(exc)}", UNREACHABLE_HINT
             ) from None
         self._client.loop_start()
-        if not self._connack.wait(s.connect_timeout_s):
+        answered = self._connack.wait(s.connect_timeout_s)
+        if not self._up.is_set():
             self._shut_socket()
             self._stop_loop()
-            raise BrokerError(
-                f"broker at {self._where} unreachable: no CONNACK within {s.connect_timeout_s:g} s",
-                UNREACHABLE_HINT,
-            )
-        if self._refused is not None:
-            self._stop_loop()
-            raise BrokerError(
-                f"broker at {self._where} refused the connection: {describe(self._refused)}",
-                REFUSED_HINT,
-            )
-        if not self._up.is_set():
-            self._stop_loop()
-            raise BrokerError(
-                f"broker at {self._where} unreachable: {self._down_reason}", UNREACHABLE_HINT
-            )
+            if self._refused is not None:
+                why = f"refused the connection: {describe(self._refused)}"
+                raise BrokerError(f"broker at {self._where} {why}", REFUSED_HINT)
+            why = self._down_reason if answered else f"no CONNACK within {s.connect_timeout_s:g} s"
+            raise BrokerError(f"broker at {self._where} unreachable: {why}", UNREACHABLE_HINT)
         log.info("mqtt link up broker=%s session_present=%s", self._where, self._session_present)
 
     @property
@@ -395,7 +375,7 @@ class Link:
         """Send without waiting; the result settles on PUBACK (qos 1) or once written (qos 0)."""
         pending = PendingPublish(f"publish to {topic}")
         if not self._up.is_set():
-            pending._settle(failed=True, reason=self._down_reason or "not connected")
+            pending._settle(self._down_reason or "not connected")
             return pending
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -405,7 +385,7 @@ class Link:
                 "a topic to publish to must be non-empty UTF-8 without '+' or '#'",
             ) from None
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            pending._settle(failed=True, reason=mqtt.error_string(info.rc))
+            pending._settle(mqtt.error_string(info.rc))
             return pending
         return self._acks.track(info.mid, pending)
 
@@ -427,7 +407,7 @@ class Link:
         """Subscribe and wait for the SUBACK; ``BrokerError`` if the broker refuses."""
         pending = PendingPublish(f"subscribe to {topic_filter}")
         if not self._up.is_set():
-            pending._settle(failed=True, reason=self._down_reason or "not connected")
+            pending._settle(self._down_reason or "not connected")
         else:
             try:
                 rc, mid = self._client.subscribe(topic_filter, qos=qos)
@@ -437,7 +417,7 @@ class Link:
                     "use '+' and '#' only as whole topic levels, '#' only last",
                 ) from None
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-                pending._settle(failed=True, reason=mqtt.error_string(rc))
+                pending._settle(mqtt.error_string(rc))
             else:
                 self._acks.track(mid, pending)
         self._settle_or_raise(pending, timeout_s)
@@ -450,7 +430,7 @@ class Link:
                 f"{pending.what}: no acknowledgement from {self._where} within {timeout_s:g} s",
                 LINK_HINT,
             )
-        if pending.codes:
+        if pending.refused:
             raise BrokerError(
                 f"broker at {self._where} refused {pending.what}: {pending.reason}",
                 "check the broker ACL for this client's username and topics",

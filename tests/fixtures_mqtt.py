@@ -196,16 +196,18 @@ class Broker:
 
 
 def _launch(conf: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    stderr = log.with_suffix(".stderr")  # errors before the log file is open land here
+    with stderr.open("wb") as err_file:
+        proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = stderr.read_text(errors="replace")
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"mosquitto exited with {proc.returncode}: {err}{tail}")
         if port_open(port):
