@@ -281,6 +281,30 @@ def cmd_audit(args: argparse.Namespace, cfg: Config) -> int:
     return ExitCode.ok
 
 
+def cmd_agent(args: argparse.Namespace, cfg: Config) -> int:
+    import signal
+    import threading
+
+    from agent.service import run_agent
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        run_agent(
+            cfg,
+            device=args.device or cfg.capture.scanner_device or None,
+            hot_folder=Path(args.hot_folder)
+            if args.hot_folder
+            else (cfg.path(Path(cfg.capture.hot_folder)) if cfg.capture.hot_folder else None),
+            reader_port=args.reader or cfg.capture.reader_port or None,
+            stop=stop,
+            notify=_sd_notify,
+        )
+    except KeyboardInterrupt:
+        stop.set()
+    return ExitCode.ok
+
+
 def cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
     from agent.doctor import run_checks
 
@@ -382,6 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     asub = s.add_subparsers(dest="audit_cmd", required=True, metavar="AUDIT_COMMAND")
     asub.add_parser("verify", help="check the hash chain and say where it breaks")
     s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("agent", help="capture service: scanner button, hot folder, handheld reader")
+    s.add_argument(
+        "--device", help="SANE device whose button starts a batch (else [capture] scanner_device)"
+    )
+    s.add_argument(
+        "--hot-folder", help="folder a network scanner writes to (else [capture] hot_folder)"
+    )
+    s.add_argument(
+        "--reader", help="serial port of a handheld barcode reader (else [capture] reader_port)"
+    )
+    s.set_defaults(func=cmd_agent)
 
     s = sub.add_parser("doctor", help="check configuration, keys, scanner, broker, disk")
     s.set_defaults(func=cmd_doctor)

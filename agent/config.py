@@ -73,6 +73,9 @@ class CaptureConfig:
     scanner_source: str = "adf"
     scanner_mode: str = "gray"
     scanner_resolution: int = 300
+    scanner_device: str = ""
+    hot_folder: str = ""
+    reader_port: str = ""
     # document type codes whose envelopes use the post-quantum hybrid suite
     permanent_types: tuple[str, ...] = ()
 

@@ -1,0 +1,71 @@
+"""`sohoa agent`: the capture service takes complete hot-folder files as batches,
+and a handheld reader on a serial port sets the next batch's dossier."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import Site
+
+from agent.capture import CaptureResult
+from agent.samples import make_page
+from agent.service import dossier_from_reader, run_agent
+
+DOSSIER = "000.00.20.H56-230512-0007"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (DOSSIER, DOSSIER),
+        (f"  {DOSSIER}\r", DOSSIER),
+        (f"https://dichvucong.gov.vn/tra-cuu?MHS={DOSSIER}&SGT=001090012345", DOSSIER),
+        ("000.00.20.H56-231340-0007", None),  # month 13: not a real date
+        ("hello", None),
+        ("", None),
+    ],
+)
+def test_handheld_reader_line_sets_only_a_valid_dossier(line: str, expected: str | None) -> None:
+    assert dossier_from_reader(line) == expected
+
+
+def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(site: Site, tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    results: list[CaptureResult] = []
+    stop = threading.Event()
+    cfg = replace(site.device, capture=replace(site.device.capture, drop_blank=False))
+    t = threading.Thread(
+        target=run_agent,
+        args=(cfg,),
+        kwargs={"device": None, "hot_folder": hot, "reader_port": port, "stop": stop,
+                "on_batch": results.append},
+        daemon=True,
+    )
+    t.start()
+    try:
+        time.sleep(1.0)
+        os.write(master, f"{DOSSIER}\r\n".encode())
+        time.sleep(1.0)
+        tmp = hot / "scan-0001.png.part"
+        make_page(["ĐƠN ĐỀ NGHỊ", "Kính gửi: UBND xã"], seed=3).save(tmp, format="PNG", dpi=(300, 300))
+        tmp.rename(hot / "scan-0001.png")
+        deadline = time.monotonic() + 30
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join(15)
+        os.close(master)
+        os.close(slave)
+    assert len(results) == 1
+    (doc,) = results[0].documents
+    assert doc.dossier_code == DOSSIER and doc.pages == 1
+    assert (hot / "done" / "scan-0001.png").exists() and not (hot / "scan-0001.png").exists()
