@@ -83,7 +83,12 @@ def _read(path: Path, what: str, *, private: bool) -> bytes:
     except FileNotFoundError:
         raise CryptoError(
             f"{what} {path} does not exist",
-            "create it with 'sohoa keys init' (add --warehouse on the warehouse)",
+            (
+                "on a device, copy the warehouse's keys/warehouse.pub here (install.sh"
+                " --warehouse-pub FILE); on the warehouse run 'sohoa keys init --warehouse'"
+                if "warehouse public" in what
+                else "create it with 'sohoa keys init' (add --warehouse on the warehouse)"
+            ),
         ) from None
     except OSError as exc:
         raise CryptoError(
