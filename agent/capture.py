@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -125,21 +125,6 @@ def _unpack_page(blob: bytes) -> EncodedPage:
     return EncodedPage(data=blob[4 + n :], **head)
 
 
-class _Tee:
-    """Hashes the PDF bytes on their way into the envelope."""
-
-    def __init__(self, out: EnvelopeWriter) -> None:
-        self.out = out
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.count += len(data)
-        self.out.write(data)
-        return len(data)
-
-
 def document_metadata(
     plan: DocumentPlan,
     *,
@@ -212,9 +197,8 @@ def _seal_document(
             doc_class=doc_class,
         )
         writer.write(payload_head(meta))
-        tee = _Tee(writer)
         pdf = PdfWriter(
-            tee,
+            writer,
             PdfMetadata(
                 file_code=plan.dossier_code,
                 type_name=plan.doc_type,
@@ -228,7 +212,8 @@ def _seal_document(
                 continue
             pdf.add_page(_unpack_page(scratch.read(handle)))
         pdf.close()
-        writer.write(tee.sha.digest())
+        pdf_sha256 = pdf.sha256  # PdfWriter hashes what it writes: no second pass
+        writer.write(bytes.fromhex(pdf_sha256))
         header = writer.close()
         fh.flush()
         os.fsync(fh.fileno())
@@ -238,7 +223,7 @@ def _seal_document(
         batch_id=batch_id,
         pages=len(plan.pages),
         page_sha256=[pages[i].sha256 for i in plan.pages],
-        pdf_sha256=tee.sha.hexdigest(),
+        pdf_sha256=pdf_sha256,
         ciphertext_sha256=header.ciphertext_sha256,
         doc_class=doc_class,
     )
@@ -252,7 +237,7 @@ def _seal_document(
         pages=len(plan.pages),
         bytes=committed.bytes,
         flags=plan.flags,
-        pdf_sha256=tee.sha.hexdigest(),
+        pdf_sha256=pdf_sha256,
     )
 
 
@@ -308,7 +293,8 @@ def capture_batch(
                 )
                 flags.append("rejected_pages")
                 records.append(_PageRecord(None, "", {"rejected": True}))
-                facts.append(PageFacts(index=index, signals=signals, blank=True))
+                # not blank: it is no page of any document (see below), and no "blank kept" warning
+                facts.append(PageFacts(index=index, signals=signals, blank=False))
                 continue
             if (
                 page.jpeg is not None
@@ -318,10 +304,20 @@ def capture_batch(
                 encoded = wrap_jpeg(page.jpeg, page.dpi)
             else:
                 encoded = encode_page(image, page.dpi, capture.profile)
-            blob = _pack_page(encoded)
+            try:
+                handle = scratch.append(_pack_page(encoded))
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise SpoolFullError(
+                    "Bộ nhớ đầy khi đang quét, lô này chưa được lưu / "
+                    "disk full while scanning, this batch was not saved",
+                    "chờ đồng bộ giải phóng bộ nhớ rồi quét lại / "
+                    "wait for sync to free space, then scan the batch again",
+                ) from exc
             records.append(
                 _PageRecord(
-                    scratch.append(blob),
+                    handle,
                     hashlib.sha256(encoded.data).hexdigest(),
                     {
                         "blank": check.blank,
@@ -346,7 +342,13 @@ def capture_batch(
         flags.extend(plan.flags)
         spool.record_batch_pages(batch_id, [r.sha256 for r in records], list(plan.separators))
         results: list[DocumentResult] = []
-        for n, doc in enumerate(plan.documents):
+        # a refused page stays in the batch record but never in a document
+        documents = [
+            replace(doc, pages=kept)
+            for doc in plan.documents
+            if (kept := tuple(i for i in doc.pages if records[i].handle is not None))
+        ]
+        for n, doc in enumerate(documents):
             doc_id = new_id("d", clock)
             try:
                 results.append(
@@ -368,7 +370,7 @@ def capture_batch(
                         f"cannot write the spool ({exc.strerror})", "check the storage card"
                     ) from exc
                 _discard(spool.temp_envelope(doc_id))
-                left = len(plan.documents) - n
+                left = len(documents) - n
                 warnings.append(
                     f"Bộ nhớ đầy: {left} tài liệu chưa được lưu, hãy quét lại sau khi đồng bộ / "
                     f"disk full: {left} document(s) not saved — rescan them after sync frees space"

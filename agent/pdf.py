@@ -125,7 +125,7 @@ class PdfWriter:
         self._position = 0
         self._pages = 0
         self._closed = False
-        self._digest = hashlib.blake2b(digest_size=16)
+        self._digest = hashlib.sha256()
         # a binary comment tells transfer tools this is not text (PDF/A 6.1.2)
         self._emit(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
 
@@ -178,7 +178,7 @@ class PdfWriter:
             f"/S /GTS_PDFA1 /OutputConditionIdentifier (sRGB IEC61966-2.1) "
             f"/Info (sRGB IEC61966-2.1) /DestOutputProfile {icc} 0 R >>] >>",
         )
-        file_id = self._digest.hexdigest()
+        file_id = self._digest.copy().hexdigest()[:32]
         start = self._position
         rows = [f"xref\n0 {len(self._offsets)}\n", "0000000000 65535 f\r\n"]
         rows += [f"{offset:010d} 00000 n\r\n" for offset in self._offsets[1:]]
@@ -188,6 +188,11 @@ class PdfWriter:
         )
         self._emit("".join(rows).encode("ascii"))
         return self._position
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 (hex) of every byte written so far: of the whole file once closed."""
+        return self._digest.hexdigest()
 
     def _allocate(self, count: int) -> list[int]:
         first = len(self._offsets)

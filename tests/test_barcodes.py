@@ -199,7 +199,7 @@ def test_zxing_fallback_reads_a_tiny_qr_zbar_cannot():
         content_lines(0),
         codes=[("QRCODE", "SOHOA:1;K=SEP")],
         dpi=200,
-        code_scale=0.6,
+        code_scale=0.5,
         skew_deg=-4.0,
         jpeg_quality=25,
     )

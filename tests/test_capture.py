@@ -1,0 +1,190 @@
+"""A feeder batch through capture_batch with real parts: zbar, page checks, PDF/A,
+sealed envelopes in a real spool, opened again with the warehouse key."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import fixtures_sane
+import pypdfium2 as pdfium
+import pytest
+from PIL import Image
+
+from agent.capture import CaptureResult, SealSettings, capture_batch
+from agent.config import CaptureConfig
+from agent.envelope import iter_segments, open_envelope, read_header, read_prefix
+from agent.envelope_header import verify_header
+from agent.errors import ScannerError
+from agent.keys import (
+    WarehousePrivate,
+    init_device_keys,
+    init_warehouse_keys,
+    load_device_key,
+    load_warehouse_private,
+)
+from agent.payload import unpack_payload
+from agent.samples import blank_page, content_lines, make_page
+from agent.spool import Spool
+from device.barcodes import ZbarReader
+from device.scanner import SaneScanner, ScannedPage, ScanSettings
+
+DEVICE_ID = "test-device"
+sane_test_scanner = fixtures_sane.sane_test_scanner
+
+
+@dataclass(frozen=True)
+class Keys:
+    seal: SealSettings
+    warehouse: WarehousePrivate
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    directory = tmp_path_factory.mktemp("keys")
+    init_device_keys(directory / "device.key")
+    public = init_warehouse_keys(directory / "warehouse.key", directory / "warehouse.pub")
+    seal = SealSettings(DEVICE_ID, load_device_key(directory / "device.key"), public)
+    return Keys(seal, load_warehouse_private(directory / "warehouse.key"))
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    with Spool(tmp_path / "spool", reserve_bytes=0) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def reader() -> ZbarReader:
+    return ZbarReader()
+
+
+@cache
+def page(kind: str) -> Image.Image:
+    """A 300-dpi A4 grey page: "text", "text2", "blank" or "patcht" (a separator sheet)."""
+    if kind == "blank":
+        return blank_page()
+    if kind == "patcht":
+        return make_page(["PATCH T"], codes=[("CODE39", "PATCHT")])
+    return make_page(content_lines(len(kind)), marker=kind, seed=len(kind))
+
+
+class Feeder:
+    """A scanner double: hands out pages, then optionally jams."""
+
+    def __init__(self, pages: Sequence[tuple[str, int]], jam_after: int | None = None) -> None:
+        self.sheets = pages
+        self.jam_after = jam_after
+
+    def pages(self) -> Iterator[ScannedPage]:
+        for n, (kind, dpi) in enumerate(self.sheets):
+            if n == self.jam_after:
+                raise ScannerError(
+                    f"paper jam after {n} pages", "open the feeder, clear the sheet, scan again"
+                )
+            image = page(kind)
+            if dpi != 300:
+                image = image.reduce(300 // dpi)
+            yield ScannedPage(n, image, dpi, "feeder double")
+
+
+def run(
+    source: Feeder | SaneScanner,
+    spool: Spool,
+    keys: Keys,
+    reader: ZbarReader,
+    **config: object,
+) -> CaptureResult:
+    return capture_batch(
+        source,
+        spool=spool,
+        reader=reader,
+        capture=CaptureConfig(**config),  # type: ignore[arg-type]
+        seal=keys.seal,
+    )
+
+
+def opened_pdf_pages(spool: Spool, doc_id: str, keys: Keys) -> tuple[int, dict[str, object]]:
+    """Open a sealed envelope as the warehouse would: pages of its PDF and its tags."""
+    path = spool.envelope_path(doc_id)
+    header = read_header(path)
+    verify_header(header, keys.seal.device_key.public_key())
+    chunks = open_envelope(header, read_prefix(path), iter_segments(path), keys.warehouse)
+    pdf = io.BytesIO()
+    meta, _ = unpack_payload(chunks, pdf.write)
+    document = pdfium.PdfDocument(pdf.getvalue())
+    try:
+        return len(document), meta
+    finally:
+        document.close()
+
+
+def shape(result: CaptureResult, spool: Spool, keys: Keys) -> list[tuple[int, int]]:
+    """(pages the result reports, pages in the sealed PDF) for each document."""
+    return [(d.pages, opened_pdf_pages(spool, d.doc_id, keys)[0]) for d in result.documents]
+
+
+def test_paper_jam_keeps_the_pages_scanned_before_it(spool, keys, reader):
+    feeder = Feeder([("text", 300)] * 5, jam_after=3)
+    result = run(feeder, spool, keys, reader)
+    assert (result.status, result.pages_in, result.flags) == ("interrupted", 3, ("interrupted",))
+    assert result.warnings == (
+        "paper jam after 3 pages — open the feeder, clear the sheet, scan again",
+    )
+    assert shape(result, spool, keys) == [(3, 3)]
+    assert [d.doc_id for d in spool.pending()] == [result.documents[0].doc_id]
+
+
+@pytest.mark.parametrize(
+    "dpis,expected",
+    [((300, 150, 300), [(2, 2)]), ((150,), [])],
+    ids=["others kept", "nothing left to seal"],
+)
+def test_low_resolution_page_is_refused_and_the_others_kept(spool, keys, reader, dpis, expected):
+    feeder = Feeder([(f"text{n}", dpi) for n, dpi in enumerate(dpis)])
+    result = run(feeder, spool, keys, reader)
+    assert (result.status, result.pages_in, result.flags) == (
+        "complete",
+        len(dpis),
+        ("rejected_pages",),
+    )
+    page = dpis.index(150) + 1
+    (warning,) = result.warnings
+    assert warning.startswith(f"trang {page} / page {page}: ") and "150 dpi" in warning
+    assert shape(result, spool, keys) == expected
+
+
+@pytest.mark.parametrize(
+    "drop_blank,expected",
+    [(True, [(2, 2)]), (False, [(3, 3)])],
+    ids=["blank dropped", "blank kept"],
+)
+def test_blank_back_pages_are_dropped_when_configured(spool, keys, reader, drop_blank, expected):
+    feeder = Feeder([("text", 300), ("blank", 300), ("text2", 300)])
+    result = run(feeder, spool, keys, reader, drop_blank=drop_blank)
+    assert shape(result, spool, keys) == expected
+
+
+def test_patch_t_sheet_splits_the_batch_into_two_documents(spool, keys, reader):
+    feeder = Feeder([("text", 300), ("text2", 300), ("patcht", 300), ("text", 300)])
+    result = run(feeder, spool, keys, reader)
+    assert (result.status, result.separators) == ("complete", (2,))
+    assert shape(result, spool, keys) == [(2, 2), (1, 1)]
+    _, meta = opened_pdf_pages(spool, result.documents[1].doc_id, keys)
+    assert (meta["device_id"], meta["batch_id"], meta["profile"]) == (
+        DEVICE_ID,
+        result.batch_id,
+        "text",
+    )
+
+
+def test_sane_test_scanner_batch_becomes_one_ten_page_document(
+    spool, keys, reader, sane_test_scanner
+):
+    scanner = SaneScanner(sane_test_scanner, ScanSettings("adf", "gray", 50))
+    result = run(scanner, spool, keys, reader, min_dpi=50)
+    assert (result.status, result.pages_in, result.warnings) == ("complete", 10, ())
+    assert shape(result, spool, keys) == [(10, 10)]
