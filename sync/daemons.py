@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from agent import __version__
-from agent.config import Config
+from agent.config import BrokerConfig, Config
 from agent.errors import BrokerError, IncompleteError, SohoaError
 from agent.keys import load_warehouse_private, load_warehouse_public
 from agent.spool import Spool
@@ -40,10 +40,29 @@ def _birth(device: str, online: bool) -> bytes:
     return Birth(device=device, online=online, version=__version__, ts=now_iso()).to_bytes()
 
 
+RECONNECT_BASE_S = 0.5
+RECONNECT_CAP_S = 2.0  # a restored link is used within seconds; refused connects are cheap
+
+
+def broker_config(cfg: Config) -> BrokerConfig:
+    """``cfg.broker`` with its TLS file paths resolved against the home."""
+    b = cfg.broker
+    return replace(
+        b,
+        ca=cfg.path(b.ca) if b.ca else None,
+        cert=cfg.path(b.cert) if b.cert else None,
+        key=cfg.path(b.key) if b.key else None,
+    )
+
+
+def reconnect_delays() -> Iterator[float]:
+    return iter(backoff_delays(RECONNECT_BASE_S, RECONNECT_CAP_S))
+
+
 def device_link(cfg: Config) -> Link:
     will = Message(state_topic(cfg.device.id), _birth(cfg.device.id, False), qos=1, retain=True)
     settings = LinkSettings.from_config(
-        cfg.broker,
+        broker_config(cfg),
         cfg.device.id,
         will=will,
         clean_start=False,
@@ -106,7 +125,7 @@ def run_sync(
     started = time.monotonic()
     deadline = started + timeout_s if timeout_s else float("inf")
     errors: deque[str] = deque(maxlen=10)
-    delays = iter(backoff_delays())
+    delays = reconnect_delays()
     stored = rejected = 0
     rejections: dict[str, str] = {}
     try:
@@ -116,9 +135,12 @@ def run_sync(
                 t0 = time.monotonic()
                 link.connect()
                 rtt = (time.monotonic() - t0) * 1000
-                delays = iter(backoff_delays())
-                link.publish(state_topic(cfg.device.id), _birth(cfg.device.id, True), retain=True)
-                link.publish(
+                delays = reconnect_delays()
+                # no need to wait for these acknowledgements before the documents
+                link.publish_nowait(
+                    state_topic(cfg.device.id), _birth(cfg.device.id, True), retain=True
+                )
+                link.publish_nowait(
                     health_topic(cfg.device.id),
                     health_payload(cfg, spool, started, rtt, errors),
                     retain=True,
@@ -204,16 +226,18 @@ def serve_warehouse(
         keys,
         index,
     )
-    delays = iter(backoff_delays())
+    delays = reconnect_delays()
     try:
         while not stop.is_set():
             link = Link(
-                LinkSettings.from_config(cfg.broker, f"sohoa-warehouse-{worker}", clean_start=False)
+                LinkSettings.from_config(
+                    broker_config(cfg), f"sohoa-warehouse-{worker}", clean_start=False
+                )
             )
             try:
                 link.connect()
                 link.subscribe(shared_subscription("ingest", INGEST_FILTER), qos=1)
-                delays = iter(backoff_delays())
+                delays = reconnect_delays()
                 if ready:
                     ready.set()
                 while not stop.is_set():

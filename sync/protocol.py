@@ -119,6 +119,7 @@ class Receipt:
     stored_at: str | None = None
     ts: str = ""
     sig: str = ""
+    query: str | None = None  # the nonce of the query this answers; None when unasked
 
     def body(self) -> dict[str, Any]:
         return {
@@ -131,6 +132,7 @@ class Receipt:
             "reason": self.reason,
             "stored_at": self.stored_at,
             "ts": self.ts,
+            "query": self.query,
         }
 
     def to_bytes(self) -> bytes:
@@ -165,6 +167,7 @@ def parse_receipt(payload: bytes) -> Receipt:
             stored_at=obj.get("stored_at"),
             ts=str(obj.get("ts", "")),
             sig=str(obj["sig"]),
+            query=_nonce(obj.get("query")),
         )
     except KeyError as exc:
         raise ProtocolError(f"receipt lacks field {exc.args[0]!r}") from None
@@ -182,10 +185,23 @@ def verify_receipt(receipt: Receipt, key: Ed25519PublicKey) -> bool:
 # -- queries ----------------------------------------------------------------
 
 
+def _nonce(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{1,32}", value):
+        raise ProtocolError("query nonce is not 1-32 lowercase hex digits")
+    return value
+
+
 @dataclass(frozen=True)
 class Query:
+    """What the device asks after a reconnect; the warehouse echoes ``nonce`` in its
+    answer, so that an answer to an older query (queued in the broker while the
+    device was away) is not mistaken for the current state."""
+
     ciphertext_sha256: str
     segments: int
+    nonce: str | None = None
 
     def to_bytes(self) -> bytes:
         return canonical(
@@ -193,6 +209,7 @@ class Query:
                 "v": PROTOCOL_VERSION,
                 "ciphertext_sha256": self.ciphertext_sha256,
                 "segments": self.segments,
+                "nonce": self.nonce,
             }
         )
 
@@ -204,7 +221,7 @@ def parse_query(payload: bytes) -> Query:
         raise ProtocolError("query lacks a valid ciphertext_sha256")
     if not isinstance(n, int) or n < 0:
         raise ProtocolError("query lacks a valid segment count")
-    return Query(sha, n)
+    return Query(sha, n, _nonce(obj.get("nonce")))
 
 
 def missing_segments(have: Sequence[bool]) -> tuple[int, ...]:

@@ -3,13 +3,16 @@
 A document moves to ``stored`` only on a warehouse receipt that verifies
 against the pinned warehouse key; a broker PUBACK is not a delivery. After any
 reconnect the uploader asks the warehouse what it holds (``q``) and sends only
-the missing segments.
+the missing segments; each query carries a nonce that the answer echoes, so a
+"missing" list queued in the broker from before the reconnect is ignored. A new
+document goes out without a query: the warehouse answers once it has it all.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -111,6 +114,7 @@ class Uploader:
         self.stats = UploadStats()
         self._receipts: dict[str, Receipt] = {}
         self._started: set[str] = set()
+        self._asked: dict[str, str] = {}  # doc -> nonce of the last query
 
     def start(self) -> None:
         self.link.subscribe(receipt_topic(self.s.device_id), qos=1)
@@ -138,6 +142,8 @@ class Uploader:
                 r.doc,
             )
             return
+        if r.status == "missing" and r.query is not None and r.query != self._asked.get(r.doc):
+            return  # the answer to an older query, queued while this device was away
         self._receipts[r.doc] = r
 
     def _await_receipt(self, doc_id: str, timeout_s: float) -> Receipt | None:
@@ -185,26 +191,41 @@ class Uploader:
             )
 
     def _ask(self, doc_id: str, header: Header) -> None:
-        q = Query(header.ciphertext_sha256, header.segments)
+        nonce = secrets.token_hex(8)
+        self._asked[doc_id] = nonce
+        earlier = self._receipts.get(doc_id)
+        if earlier is not None and earlier.status == "missing":
+            del self._receipts[doc_id]  # a list from before this question is stale
+        q = Query(header.ciphertext_sha256, header.segments, nonce)
         self.link.publish(query_topic(self.s.device_id, doc_id), q.to_bytes(), qos=1)
 
     def upload(self, doc: SpoolDoc) -> str:
         """Deliver one document; return "stored", "rejected" or "pending"."""
         header = read_header(doc.envelope)
         prefix = read_prefix(doc.envelope)
-        self.link.publish(
+        manifest = self.link.publish_nowait(
             manifest_topic(self.s.device_id, doc.doc_id), manifest_bytes(header, prefix), qos=1
         )
-        resume = doc.state == "sent" or doc.doc_id in self._started
+        # 'sent' means the upload has begun: after a reconnect or a restart the
+        # uploader asks the warehouse first and sends only what it lacks
+        ask = doc.state == "sent" or doc.doc_id in self._started
         self._started.add(doc.doc_id)
-        if not resume:
-            self._send_segments(doc, header, range(header.segments))
+        if not ask:
             self.spool.mark_sent(doc.doc_id)
+            self._send_segments(doc, header, range(header.segments))
+        self._settle(manifest)
         for _attempt in range(1000):
-            self._ask(doc.doc_id, header)
-            r = self._await_receipt(doc.doc_id, self.s.receipt_timeout_s)
+            if ask:
+                self._ask(doc.doc_id, header)
+            # once every segment is out, the warehouse answers by itself: ask only
+            # when it stays quiet (a segment was lost or dropped on the way)
+            wait = self.s.receipt_timeout_s if ask else self.s.receipt_timeout_s / 2
+            r = self._await_receipt(doc.doc_id, wait)
             if r is None:
-                return "pending"
+                if ask:
+                    return "pending"
+                ask = True
+                continue
             if r.status == "stored":
                 if r.ciphertext_sha256 != header.ciphertext_sha256:
                     log.error("receipt for a different ciphertext ignored doc=%s", doc.doc_id)
@@ -218,9 +239,14 @@ class Uploader:
                 self.stats.rejections[doc.doc_id] = r.reason or "no reason given"
                 log.error("warehouse rejected document doc=%s reason=%s", doc.doc_id, r.reason)
                 return "rejected"
+            if not r.missing:  # the warehouse holds every segment but not the manifest
+                self.link.publish(
+                    manifest_topic(self.s.device_id, doc.doc_id),
+                    manifest_bytes(header, prefix),
+                    qos=1,
+                )
             self._send_segments(doc, header, r.missing)
-            if doc.state != "sent":
-                self.spool.mark_sent(doc.doc_id)
+            ask = not r.missing
         return "pending"
 
     def drain(self, deadline: float) -> tuple[int, int]:

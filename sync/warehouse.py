@@ -4,6 +4,12 @@ Several workers share one subscription (``$share/ingest/...``), so the messages
 of one document may reach different workers: staging lives on a shared
 filesystem, completion is decided under a file lock, and the index's unique
 key makes a document stored at most once.
+
+Staging is a cache (not fsynced): no receipt is sent before the archive and the
+index are durable, and the device resends whatever a crash lost. A staged segment
+whose body fails authentication is dropped and asked for again (``missing [i]``);
+the document is rejected only when it keeps failing, or when the manifest itself
+does not verify. Malformed traffic is logged with a reason and never stored.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +43,7 @@ from sync.index import DocumentIndex, StoredDocument
 from sync.link import Message
 from sync.protocol import (
     ProtocolError,
+    Query,
     Receipt,
     parse_doc_topic,
     parse_query,
@@ -46,6 +55,8 @@ log = logging.getLogger("sohoa.warehouse")
 
 MAX_SEGMENT = (1 << 22) + 16
 MAX_MANIFEST = 2 << 20
+MAX_BAD_BODIES = 3  # a segment that fails authentication this often rejects the document
+_BAD_SEGMENT = re.compile(r"^segment (\d+) fails authentication$")
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,16 @@ class IngestSettings:
     max_segments: int = 65536
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+def _atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write whole or not at all; ``durable=False`` for staging, a cache that a crash
+    may lose (no receipt is sent before the archive is on disk; the device resends)."""
+    # unique per thread too: two workers in one process may stage the same segment
+    tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
     with tmp.open("wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     tmp.replace(path)
 
 
@@ -137,9 +152,25 @@ class Ingest:
             if t.kind == "s":
                 assert t.segment is not None
                 return self._on_segment(t.device, t.doc, t.segment, payload)
-            return self._on_query(t.device, t.doc, payload)
+            try:
+                q = parse_query(payload)
+            except ProtocolError as exc:
+                log.warning(
+                    "malformed query ignored device=%s doc=%s reason=%s", t.device, t.doc, exc
+                )
+                return []
+            return self._on_query(t.device, t.doc, q)
         except (ProtocolError, EnvelopeError) as exc:
             return self._reject(t.device, t.doc, str(exc))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # a payload shaped so oddly that a parser tripped: a reason, never a crash
+            log.warning(
+                "malformed message ignored device=%s doc=%s reason=%s",
+                t.device,
+                t.doc,
+                type(exc).__name__,
+            )
+            return []
 
     def _on_manifest(self, device: str, doc: str, payload: bytes) -> list[Message]:
         if len(payload) > MAX_MANIFEST:
@@ -171,7 +202,7 @@ class Ingest:
             # A new envelope for the same id replaces a stale, unfinished one.
             shutil.rmtree(d)
             d.mkdir(parents=True)
-        _atomic_write(d / "manifest", payload)
+        _atomic_write(d / "manifest", payload, durable=False)
         return self._try_finish(device, doc)
 
     def _on_segment(self, device: str, doc: str, n: int, payload: bytes) -> list[Message]:
@@ -198,13 +229,12 @@ class Ingest:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"s{n:07d}"
         if not path.exists():
-            _atomic_write(path, payload)
+            _atomic_write(path, payload, durable=False)
         if man is None:
             return []
         return self._try_finish(device, doc)
 
-    def _on_query(self, device: str, doc: str, payload: bytes) -> list[Message]:
-        q = parse_query(payload)
+    def _on_query(self, device: str, doc: str, q: Query) -> list[Message]:
         done = self.index.get(device, doc)
         if done is not None:
             return [self._stored_receipt(done)]
@@ -222,7 +252,7 @@ class Ingest:
             out = self._try_finish(device, doc)
             if out:
                 return out
-        return [self._receipt(device, doc, "missing", missing=tuple(missing))]
+        return [self._receipt(device, doc, "missing", missing=tuple(missing), query=q.nonce)]
 
     # -- completion ------------------------------------------------------------
 
@@ -239,9 +269,26 @@ class Ingest:
             paths = [d / f"s{i:07d}" for i in range(header.segments)]
             if not all(p.exists() for p in paths):
                 return []
+            bad = [i for i, p in enumerate(paths) if not segment_matches(header, i, p.read_bytes())]
+            if bad:  # staged before the manifest arrived: drop them, ask again
+                for i in bad:
+                    paths[i].unlink(missing_ok=True)
+                log.warning(
+                    "staged segments did not match the manifest device=%s doc=%s", device, doc
+                )
+                return [self._receipt(device, doc, "missing", missing=tuple(bad))]
             try:
                 rec = self._archive(header, prefix, paths)
             except (EnvelopeError, PayloadError) as exc:
+                again = self._damaged(d, paths, str(exc))
+                if again is not None:
+                    log.warning(
+                        "staged segment failed authentication, asked again device=%s doc=%s n=%d",
+                        device,
+                        doc,
+                        again,
+                    )
+                    return [self._receipt(device, doc, "missing", missing=(again,))]
                 shutil.rmtree(d, ignore_errors=True)
                 return self._reject(device, doc, str(exc))
             self.index.add(rec)
@@ -250,6 +297,24 @@ class Ingest:
             (self.staging / f".{device}.{doc}.lock").unlink()
         log.info("stored device=%s doc=%s bytes=%d", device, doc, rec.bytes)
         return [self._stored_receipt(rec)]
+
+    def _damaged(self, d: Path, paths: list[Path], reason: str) -> int | None:
+        """The segment to ask for again when ``reason`` blames one staged body, else None.
+
+        A body damaged on the way (disk, broker) is dropped and re-requested; a segment
+        that keeps failing was sealed that way, and the document is rejected.
+        """
+        m = _BAD_SEGMENT.match(reason)
+        if m is None or int(m[1]) >= len(paths):
+            return None
+        n = int(m[1])
+        count_file = d / f"bad{n:07d}"
+        count = int(count_file.read_text() or "0") if count_file.exists() else 0
+        if count + 1 >= MAX_BAD_BODIES:
+            return None
+        _atomic_write(count_file, str(count + 1).encode(), durable=False)
+        paths[n].unlink(missing_ok=True)
+        return n
 
     def _archive(self, header: Header, prefix: bytes, paths: list[Path]) -> StoredDocument:
         device, doc = header.device_id, header.doc_id

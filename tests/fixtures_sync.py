@@ -1,0 +1,159 @@
+"""Helpers for the sync tests and benchmark: small sealed documents straight into a
+spool, warehouse workers and device sync loops in threads, a device seen through a
+FaultProxy.
+
+Documents are sealed with the real EnvelopeWriter and real keys; only the PDF is a
+stand-in (random bytes behind a PDF header), which the warehouse does not parse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from agent.config import BrokerConfig, Config, SyncConfig
+from agent.envelope import EnvelopeWriter, Header
+from agent.keys import load_device_key, load_warehouse_public
+from agent.payload import payload_head
+from agent.spool import Spool
+from sync.daemons import SyncOutcome, run_sync, serve_warehouse
+from sync.index import SqliteIndex, StoredDocument
+
+
+@dataclass(frozen=True)
+class Sealed:
+    doc_id: str
+    pdf_sha256: str
+    ciphertext_sha256: str
+    envelope: Path
+
+
+def seal(
+    cfg: Config, doc_id: str, pdf: bytes, out: Path, *, segment_size: int = 4096
+) -> tuple[Header, str]:
+    """Seal a fake PDF for ``cfg``'s device into ``out``; (header, pdf sha256)."""
+    sha = hashlib.sha256(pdf).digest()
+    with out.open("wb") as fh:
+        w = EnvelopeWriter(
+            fh,
+            device_id=cfg.device.id,
+            doc_id=doc_id,
+            warehouse=load_warehouse_public(cfg.path(cfg.warehouse.public_key)),
+            device_key=load_device_key(cfg.path(cfg.device.key)),
+            segment_size=segment_size,
+        )
+        w.write(payload_head({"doc_type": "test", "decree30": {"PageAmount": 1}}))
+        w.write(pdf)
+        w.write(sha)
+        header = w.close()
+    return header, sha.hex()
+
+
+def fake_pdf(size: int) -> bytes:
+    return b"%PDF-1.7\n" + os.urandom(max(0, size - 9))
+
+
+def spool_documents(
+    cfg: Config, count: int, *, size: int = 3000, segment_size: int = 4096, prefix: str = "doc"
+) -> list[Sealed]:
+    """Put ``count`` sealed documents into the device's spool, queued for sync."""
+    out: list[Sealed] = []
+    with Spool(cfg.home / "spool") as spool:
+        spool.begin_batch(f"{prefix}-batch")
+        for i in range(count):
+            doc_id = f"{prefix}-{i:04d}"
+            tmp = spool.temp_envelope(doc_id)
+            header, pdf_sha = seal(cfg, doc_id, fake_pdf(size), tmp, segment_size=segment_size)
+            done = spool.commit_document(
+                tmp,
+                doc_id=doc_id,
+                batch_id=f"{prefix}-batch",
+                pages=1,
+                page_sha256=[],
+                pdf_sha256=pdf_sha,
+                ciphertext_sha256=header.ciphertext_sha256,
+            )
+            out.append(Sealed(doc_id, pdf_sha, header.ciphertext_sha256, done.envelope))
+    return out
+
+
+def via(cfg: Config, port: int, **sync: object) -> Config:
+    """``cfg`` pointed at a proxy on ``port``, with ``sync`` settings changed."""
+    return replace(
+        cfg,
+        broker=BrokerConfig(url=f"mqtt://127.0.0.1:{port}"),
+        sync=replace(cfg.sync, **sync) if sync else cfg.sync,  # type: ignore[arg-type]
+    )
+
+
+@contextmanager
+def warehouse_workers(cfg: Config, count: int, tag: str = "w") -> Iterator[threading.Event]:
+    """``count`` ingest workers sharing the load; yields their stop event."""
+    stop = stop_all = threading.Event()
+    threads = []
+    for i in range(count):
+        ready = threading.Event()
+        t = threading.Thread(
+            target=serve_warehouse,
+            args=(cfg,),
+            kwargs={"worker": f"{tag}{i}", "stop": stop, "ready": ready},
+            daemon=True,
+        )
+        t.start()
+        assert ready.wait(15), "warehouse worker did not connect"
+        threads.append(t)
+    try:
+        yield stop_all
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+
+
+@dataclass
+class DeviceLoop:
+    """``run_sync`` in a thread until ``stop``; ``outcome`` when it ended."""
+
+    thread: threading.Thread
+    stop: threading.Event
+    outcome: list[SyncOutcome]
+
+    def end(self) -> SyncOutcome:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "sync loop did not stop"
+        return self.outcome[0]
+
+
+def start_device(cfg: Config) -> DeviceLoop:
+    stop = threading.Event()
+    outcome: list[SyncOutcome] = []
+
+    def run() -> None:
+        outcome.append(run_sync(cfg, once=False, timeout_s=None, stop=stop))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return DeviceLoop(t, stop, outcome)
+
+
+def stored_documents(warehouse: Config) -> list[StoredDocument]:
+    index = SqliteIndex(warehouse.path(warehouse.warehouse.archive) / "index.db")
+    try:
+        return index.all()
+    finally:
+        index.close()
+
+
+def pending_count(cfg: Config) -> int:
+    with Spool(cfg.home / "spool") as spool:
+        return len(spool.pending())
+
+
+def fast_sync(cfg: Config) -> Config:
+    return replace(cfg, sync=SyncConfig(receipt_timeout_s=5.0, health_interval_s=5))
