@@ -32,11 +32,11 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
-    from agent.capture import SealSettings, capture_batch
-    from agent.keys import load_device_key, load_warehouse_public
+    from agent.capture import capture_batch
+    from agent.service import scan_settings, seal_settings
     from agent.spool import Spool
     from device.barcodes import ZbarReader
-    from device.scanner import PageSource, SaneScanner, ScanSettings
+    from device.scanner import PageSource, SaneScanner
 
     source: PageSource
     if args.source_path:
@@ -49,19 +49,8 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
             )
         source = PathSource(path)
     else:
-        settings = ScanSettings(
-            source=cfg.capture.scanner_source,
-            mode=cfg.capture.scanner_mode,
-            resolution=cfg.capture.scanner_resolution,
-        )
-        source = SaneScanner(args.device, settings)
-    seal = SealSettings(
-        device_id=cfg.device.id,
-        device_key=load_device_key(cfg.path(cfg.device.key)),
-        warehouse=load_warehouse_public(cfg.path(cfg.warehouse.public_key)),
-        segment_size=cfg.spool.segment_size,
-        permanent_types=cfg.capture.permanent_types,
-    )
+        source = SaneScanner(args.device, scan_settings(cfg))
+    seal = seal_settings(cfg)
     with Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20) as spool:
         spool.recover()
         result = capture_batch(

@@ -24,9 +24,28 @@ from agent.errors import CodeError, ScannerError, SohoaError, SpoolError
 from agent.keys import load_device_key, load_warehouse_public
 from agent.spool import Spool
 from device.barcodes import ZbarReader
-from device.scanner import PageSource, ScannedPage
+from device.scanner import PageSource, ScannedPage, ScanSettings
 
 log = logging.getLogger("sohoa.agent")
+
+
+def seal_settings(cfg: Config) -> SealSettings:
+    """What sealing needs from the configuration: device key and pinned warehouse key."""
+    return SealSettings(
+        device_id=cfg.device.id,
+        device_key=load_device_key(cfg.path(cfg.device.key)),
+        warehouse=load_warehouse_public(cfg.path(cfg.warehouse.public_key)),
+        segment_size=cfg.spool.segment_size,
+        permanent_types=cfg.capture.permanent_types,
+    )
+
+
+def scan_settings(cfg: Config) -> ScanSettings:
+    return ScanSettings(
+        source=cfg.capture.scanner_source,
+        mode=cfg.capture.scanner_mode,
+        resolution=cfg.capture.scanner_resolution,
+    )
 
 
 def dossier_from_reader(code: str) -> str | None:
@@ -103,13 +122,7 @@ def run_agent(
     """Capture batches until ``stop`` is set."""
     if not device and not hot_folder:
         raise SohoaError("nothing to capture from", "give --device NAME or --hot-folder DIR")
-    seal = SealSettings(
-        device_id=cfg.device.id,
-        device_key=load_device_key(cfg.path(cfg.device.key)),
-        warehouse=load_warehouse_public(cfg.path(cfg.warehouse.public_key)),
-        segment_size=cfg.spool.segment_size,
-        permanent_types=cfg.capture.permanent_types,
-    )
+    seal = seal_settings(cfg)
     preset = PresetDossier()
     if reader_port:
         threading.Thread(target=_reader_loop, args=(reader_port, preset, stop), daemon=True).start()
@@ -150,13 +163,9 @@ def run_agent(
                 stop.wait(1.0)
 
     def button_loop(name: str) -> None:
-        from device.scanner import SaneScanner, ScanSettings, wait_for_button
+        from device.scanner import SaneScanner, wait_for_button
 
-        settings = ScanSettings(
-            source=cfg.capture.scanner_source,
-            mode=cfg.capture.scanner_mode,
-            resolution=cfg.capture.scanner_resolution,
-        )
+        settings = scan_settings(cfg)
         with Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20) as spool:
             reader = ZbarReader()
             while not stop.is_set():
