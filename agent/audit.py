@@ -15,6 +15,7 @@ from typing import Any
 
 GENESIS = "0" * 64
 KINDS = ("batch", "document", "sent", "receipt", "purge", "recovery")
+RECOVERED = ("finished", "adopted")  # recovery actions that bring a document in
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ def verify_chain(entries: Iterable[AuditEntry]) -> list[AuditProblem]:
                 problems.append(AuditProblem(e.seq, "document refers to a batch not in the log"))
             elif not set(e.body.get("page_sha256", [])) <= pages:
                 problems.append(AuditProblem(e.seq, "document holds pages its batch never scanned"))
+            documents.add(str(e.body.get("doc_id")))
+        elif e.kind == "recovery" and e.body.get("action") in RECOVERED:
+            # a crash before the document entry: recovery vouches for the file instead
             documents.add(str(e.body.get("doc_id")))
         elif e.kind in ("sent", "receipt", "purge") and str(e.body.get("doc_id")) not in documents:
             problems.append(AuditProblem(e.seq, f"{e.kind} for a document not in the log"))

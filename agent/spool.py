@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -126,7 +127,15 @@ def iso(ts: float) -> str:
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        fsync_or_stop(fd, "the spool folder")
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fsync_or_stop(fd, "a sealed document")
     finally:
         os.close(fd)
 
@@ -176,9 +185,23 @@ class Spool:
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.executescript(SCHEMA)
         self.db = sqlite_utils.Database(self._conn)
+        self._capture_lock: int | None = None
 
     def close(self) -> None:
+        self._release_capture()
         self._conn.close()
+
+    # A batch in flight owns files in tmp/ and may hold a 'captured' row for an
+    # instant; recovery in another process (the sync service starting) must not
+    # take them. Batches hold a shared flock, recovery asks for an exclusive one.
+
+    def _lock_fd(self) -> int:
+        return os.open(self.root / "capture.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _release_capture(self) -> None:
+        if self._capture_lock is not None:
+            os.close(self._capture_lock)
+            self._capture_lock = None
 
     def __enter__(self) -> Spool:
         return self
@@ -190,13 +213,22 @@ class Spool:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One durable transaction; a full disk surfaces as ENOSPC like a file write."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise OSError(errno.ENOSPC, "the spool index cannot grow: disk full") from exc
             raise
-        self._conn.execute("COMMIT")
 
     def _audit(self, conn: sqlite3.Connection, kind: str, body: dict[str, Any]) -> None:
         row = conn.execute(
@@ -237,6 +269,10 @@ class Spool:
             raise disk_full_error(free, self.reserve_bytes)
 
     def begin_batch(self, batch_id: str) -> None:
+        if self._capture_lock is None:
+            fd = self._lock_fd()
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._capture_lock = fd
         with self._tx() as c:
             c.execute(
                 "INSERT INTO batches (batch_id, started_at) VALUES (?, ?)", (batch_id, self.clock())
@@ -269,6 +305,7 @@ class Spool:
                     batch_id,
                 ),
             )
+        self._release_capture()
 
     def record_batch_pages(
         self, batch_id: str, page_sha256: list[str], separators: list[int]
@@ -310,6 +347,7 @@ class Spool:
         The row is written (state ``captured``) before the rename so that a crash
         at any point leaves either a row recovery can finish or nothing at all.
         """
+        fsync_file(tmp)
         size = tmp.stat().st_size
         now = self.clock()
         with self._tx() as c:
@@ -330,6 +368,8 @@ class Spool:
             )
         final = self.envelope_path(doc_id)
         tmp.replace(final)
+        # tmp/ is not synced: a stale old name after a crash is a second link to a
+        # complete file, and recovery removes it.
         fsync_dir(self.env_dir)
         with self._tx() as c:
             c.execute(
@@ -461,70 +501,63 @@ class Spool:
 
     def recover(self) -> RecoveryReport:
         """Resolve every crash point: half-written files, rows without files,
-        files without rows. Never deletes a complete envelope."""
-        from agent.envelope import read_header  # local: envelope imports nothing of ours
+        files without rows. Never deletes a complete envelope.
 
-        temp_removed = finished = adopted = lost = 0
+        One directory listing and one query, so start-up stays fast with a
+        large backlog; only orphan files have their headers read."""
+        fd = self._lock_fd()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                idle = True
+            except BlockingIOError:  # a batch is in flight: leave its files alone
+                idle = False
+            return self._recover(idle)
+        finally:
+            os.close(fd)
+
+    def _recover(self, idle: bool) -> RecoveryReport:
+        finished = adopted = lost = temp_removed = 0
         missing: list[str] = []
-        rows = {
-            r[0]: r[1] for r in self._conn.execute("SELECT doc_id, state FROM documents").fetchall()
+        rows = dict(self._conn.execute("SELECT doc_id, state FROM documents").fetchall())
+        on_disk = {
+            e.name[: -len(ENVELOPE_SUFFIX)]
+            for e in os.scandir(self.env_dir)
+            if e.name.endswith(ENVELOPE_SUFFIX)
         }
         for doc_id, state in rows.items():
-            final = self.envelope_path(doc_id)
-            tmp = self.temp_envelope(doc_id)
-            if state == "captured":
-                if not final.exists() and tmp.exists():
-                    tmp.replace(final)
+            if state == "captured" and idle:
+                if doc_id not in on_disk and self.temp_envelope(doc_id).exists():
+                    self.temp_envelope(doc_id).replace(self.envelope_path(doc_id))
                     fsync_dir(self.env_dir)
-                if final.exists():
-                    with self._tx() as c:
+                    on_disk.add(doc_id)
+                action = "finished" if doc_id in on_disk else "lost_before_seal"
+                with self._tx() as c:
+                    if action == "finished":
                         c.execute(
                             "UPDATE documents SET state='queued', queued_at=? WHERE doc_id=?",
                             (self.clock(), doc_id),
                         )
-                        self._audit(c, "recovery", {"doc_id": doc_id, "action": "finished"})
-                    finished += 1
-                else:
-                    with self._tx() as c:
+                        finished += 1
+                    else:
                         c.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
-                        self._audit(c, "recovery", {"doc_id": doc_id, "action": "lost_before_seal"})
-                    lost += 1
-            elif state in ("queued", "sent", "sealed", "stored") and not final.exists():
+                        lost += 1
+                    self._audit(c, "recovery", {"doc_id": doc_id, "action": action})
+            elif state in ("sealed", "queued", "sent", "stored") and doc_id not in on_disk:
                 missing.append(doc_id)
-        for tmp in self.tmp_dir.iterdir():
-            doc_id = tmp.name.split(".", 1)[0]
-            if rows.get(doc_id) == "captured":
-                continue
-            tmp.unlink()
-            temp_removed += 1
-        for f in self.env_dir.glob(f"*{ENVELOPE_SUFFIX}"):
-            doc_id = f.name[: -len(ENVELOPE_SUFFIX)]
-            if doc_id in rows:
-                continue
-            try:
-                header = read_header(f)
-            except Exception as exc:  # a file we cannot read is kept, never deleted
-                log.error("unreadable envelope kept for inspection file=%s reason=%s", f.name, exc)
-                continue
-            now = self.clock()
-            with self._tx() as c:
+        if idle:
+            with self._tx() as c:  # batches cut off by the crash
                 c.execute(
-                    "INSERT INTO documents (doc_id, batch_id, state, bytes, pages, doc_class,"
-                    " ciphertext_sha256, created_at, queued_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        doc_id,
-                        "recovered",
-                        "queued",
-                        f.stat().st_size,
-                        0,
-                        header.doc_class,
-                        header.ciphertext_sha256,
-                        now,
-                        now,
-                    ),
+                    "UPDATE batches SET status='interrupted', ended_at=? WHERE status='open'",
+                    (self.clock(),),
                 )
-                self._audit(c, "recovery", {"doc_id": doc_id, "action": "adopted"})
-            adopted += 1
+            for tmp in list(self.tmp_dir.iterdir()):
+                tmp.unlink()
+                temp_removed += 1
+            if temp_removed:
+                fsync_dir(self.tmp_dir)
+        for doc_id in sorted(on_disk - rows.keys()):
+            adopted += self._adopt(doc_id)
         report = RecoveryReport(temp_removed, finished, adopted, lost, tuple(missing))
         if not report.clean:
             log.warning(
@@ -536,6 +569,38 @@ class Spool:
                 len(missing),
             )
         return report
+
+    def _adopt(self, doc_id: str) -> int:
+        """Index an envelope that has no row (e.g. a restored index); 1 if adopted."""
+        from agent.envelope import read_header  # local: envelope imports nothing of ours
+
+        f = self.envelope_path(doc_id)
+        try:
+            header = read_header(f)
+        except Exception as exc:  # a file we cannot read is kept, never deleted
+            log.error("unreadable envelope kept for inspection file=%s reason=%s", f.name, exc)
+            return 0
+        now = self.clock()
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO documents (doc_id, batch_id, state, bytes, pages, doc_class,"
+                " ciphertext_sha256, created_at, queued_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    doc_id,
+                    "recovered",
+                    "queued",
+                    f.stat().st_size,
+                    0,
+                    header.doc_class,
+                    header.ciphertext_sha256,
+                    now,
+                    now,
+                ),
+            )
+            if not cur.rowcount:  # a live capture indexed it meanwhile
+                return 0
+            self._audit(c, "recovery", {"doc_id": doc_id, "action": "adopted"})
+        return 1
 
 
 def _sha(text: str) -> str:
