@@ -85,3 +85,31 @@ def verify_chain(entries: Iterable[AuditEntry]) -> list[AuditProblem]:
         prev_hash = e.hash
         expected_seq = e.seq + 1
     return problems
+
+
+def verify_against_index(
+    entries: Iterable[AuditEntry], states: Mapping[str, str]
+) -> list[AuditProblem]:
+    """Entries cut off the end of the log: every indexed document must be in the
+    log, and every stored or purged one must have its receipt there."""
+    logged: set[str] = set()
+    receipted: set[str] = set()
+    last = 0
+    for e in entries:
+        last = e.seq
+        doc = str(e.body.get("doc_id"))
+        if e.kind == "document" or (e.kind == "recovery" and e.body.get("action") in RECOVERED):
+            logged.add(doc)
+        elif e.kind == "receipt":
+            receipted.add(doc)
+    problems = []
+    for doc, state in sorted(states.items()):
+        if doc not in logged:
+            problems.append(
+                AuditProblem(last + 1, f"document {doc} is in the spool but not in the log")
+            )
+        elif state in ("stored", "purged") and doc not in receipted:
+            problems.append(
+                AuditProblem(last + 1, f"receipt of document {doc} is missing from the log")
+            )
+    return problems

@@ -253,12 +253,13 @@ def cmd_sheets(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, cfg: Config) -> int:
-    from agent.audit import verify_chain
+    from agent.audit import verify_against_index, verify_chain
     from agent.spool import Spool
 
     with Spool(cfg.home / "spool") as spool:
         entries = spool.audit_entries()
-    problems = verify_chain(entries)
+        states = {d.doc_id: d.state for d in spool.documents()}
+    problems = verify_chain(entries) + verify_against_index(entries, states)
     if problems:
         for p in problems:
             print(f"entry {p.seq}: {p.reason}")

@@ -104,6 +104,11 @@ def swap_rows(c: sqlite3.Connection) -> None:
     c.execute("UPDATE audit SET seq=3 WHERE seq=-1")
 
 
+def cut_tail(c: sqlite3.Connection) -> None:
+    """The last receipt entry cut off the end: the chain alone still links."""
+    c.execute("DELETE FROM audit WHERE seq=7")
+
+
 def edit_time(c: sqlite3.Connection) -> None:
     c.execute("UPDATE audit SET ts='2020-01-01T00:00:00Z' WHERE seq=6")
 
@@ -116,8 +121,16 @@ def edit_time(c: sqlite3.Connection) -> None:
         (delete_row, "entry 5: entry 4 is missing"),
         (swap_rows, "entry 2: link to the previous entry is broken"),
         (edit_time, "entry 6: entry was modified after it was written"),
+        (cut_tail, "entry 7: receipt of document {doc} is missing from the log"),
     ],
-    ids=["edited body", "edited and rehashed", "deleted row", "reordered rows", "edited time"],
+    ids=[
+        "edited body",
+        "edited and rehashed",
+        "deleted row",
+        "reordered rows",
+        "edited time",
+        "cut tail",
+    ],
 )
 def test_tampered_audit_log_fails_naming_the_entry_where_it_breaks(
     synced_home: Path,
@@ -129,8 +142,12 @@ def test_tampered_audit_log_fails_naming_the_entry_where_it_breaks(
     home = tmp_path / "home"
     shutil.copytree(synced_home / "spool", home / "spool")
     conn = sqlite3.connect(home / "spool" / "spool.db", isolation_level=None)
+    last_doc = json.loads(conn.execute("SELECT body FROM audit WHERE seq=7").fetchone()[0])[
+        "doc_id"
+    ]
     tamper(conn)
     conn.close()
+    first_break = first_break.format(doc=last_doc)
     code, out, err = verify(home, tmp_path, capsys)
     assert code != 0
     assert out.splitlines()[0] == first_break
