@@ -107,6 +107,7 @@ class SyncOutcome:
     pending: int
     rejected: int
     rejections: dict[str, str]
+    last_error: str | None = None
 
 
 def run_sync(
@@ -189,7 +190,7 @@ def run_sync(
                 _say_offline(link, cfg.device.id)
                 link.close()
         pending = spool.status().pending_docs
-        return SyncOutcome(stored, pending, rejected, rejections)
+        return SyncOutcome(stored, pending, rejected, rejections, errors[-1] if errors else None)
     finally:
         spool.close()
 
@@ -200,7 +201,8 @@ def sync_once(cfg: Config, timeout_s: float) -> SyncOutcome:
         reasons = "; ".join(f"{d}: {r}" for d, r in list(out.rejections.items())[:3])
         raise IncompleteError(
             f"{out.pending + out.rejected} document(s) still without a verified warehouse receipt"
-            + (f" (rejected: {reasons})" if reasons else ""),
+            + (f" (rejected: {reasons})" if reasons else "")
+            + (f" (last link error: {out.last_error})" if out.last_error else ""),
             "check the broker and the warehouse, then run sohoa sync again; nothing was deleted",
         )
     return out
