@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,31 +38,32 @@ def test_corrupt_page_keeps_pages_before_it(site: Site, tmp_path: Path) -> None:
     assert '"pages_in": 1' in proc.stdout and "p1.png" in proc.stdout
 
 
-def test_missing_warehouse_key_is_named(site: Site) -> None:
-    site.device.path(site.device.warehouse.public_key).unlink()
+def one_page(site: Site) -> Path:
     pages = site.device.home / "pages"
     pages.mkdir()
     make_page(["X"]).save(pages / "p.png", dpi=(300, 300))
-    proc = site.run("scan", "--from", str(pages))
-    assert proc.returncode == 8
-    assert "warehouse.pub" in one_line(proc)
+    return pages
 
 
-def test_device_key_readable_by_others_is_refused(site: Site) -> None:
-    key = site.device.path(site.device.device.key)
-    os.chmod(key, 0o644)
-    pages = site.device.home / "pages"
-    pages.mkdir()
-    make_page(["X"]).save(pages / "p.png", dpi=(300, 300))
-    proc = site.run("scan", "--from", str(pages))
+@pytest.mark.parametrize(
+    ("break_keys", "needle"),
+    [
+        (lambda s: s.device.path(s.device.warehouse.public_key).unlink(), "warehouse.pub"),
+        (lambda s: os.chmod(s.device.path(s.device.device.key), 0o644), "chmod 600"),
+    ],
+    ids=["missing warehouse key", "device key readable by others"],
+)
+def test_key_problems_are_named(
+    site: Site, break_keys: Callable[[Site], None], needle: str
+) -> None:
+    break_keys(site)
+    proc = site.run("scan", "--from", str(one_page(site)))
     assert proc.returncode == 8
-    assert "chmod 600" in one_line(proc)
+    assert needle in one_line(proc)
 
 
 def test_sync_with_broker_down_keeps_everything_and_says_why(site: Site) -> None:
-    pages = site.device.home / "pages"
-    pages.mkdir()
-    make_page(["X"]).save(pages / "p.png", dpi=(300, 300))
+    pages = one_page(site)
     assert site.run("scan", "--from", str(pages)).returncode == 0
     site.broker.stop()
     proc = site.run("sync", "--once", "--timeout", "3")
