@@ -25,7 +25,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey, MLKEM768X25519PublicKey
 
 from agent.config import valid_device_id
+from agent.durable import atomic_write
 from agent.errors import ConfigError, CryptoError
 
 PRIVATE_FORMAT = "sohoa-warehouse-key/1"
@@ -47,34 +47,6 @@ _MAX_KEY_FILE = 1 << 20
 
 
 # -- files --------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    tmp.replace(path)
-    _fsync_dir(path.parent)
 
 
 def _read(path: Path, what: str, *, private: bool) -> bytes:
@@ -164,8 +136,8 @@ def init_device_keys(key_path: Path, *, force: bool = False) -> Ed25519PublicKey
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomic(key_path, pem, 0o600)
-    _write_atomic(pub_path, _public_pem(key.public_key()), 0o644)
+    atomic_write(key_path, pem, mode=0o600, what="a key file")
+    atomic_write(pub_path, _public_pem(key.public_key()), mode=0o644, what="a key file")
     return key.public_key()
 
 
@@ -311,8 +283,8 @@ def _write_warehouse(private_path: Path, public_path: Path, doc: dict[str, Any])
         _unb64(doc["signing"], "signing", private_path, 32)
     )
     public["signing"] = _b64(signing.public_key().public_bytes_raw())
-    _write_atomic(private_path, _dumps(doc), 0o600)
-    _write_atomic(public_path, _dumps(public), 0o644)
+    atomic_write(private_path, _dumps(doc), mode=0o600, what="a key file")
+    atomic_write(public_path, _dumps(public), mode=0o644, what="a key file")
 
 
 def init_warehouse_keys(
@@ -418,7 +390,7 @@ def enroll_device(
             f"({device_fingerprint(existing)})",
             "if the device was re-installed, enrol it again with --force",
         )
-    _write_atomic(target, _public_pem(key), 0o644)
+    atomic_write(target, _public_pem(key), mode=0o644, what="a key file")
     return target
 
 

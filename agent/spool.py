@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -18,13 +19,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from agent.audit import AuditEntry, chain_entry
+from agent.durable import fsync_dir, fsync_file, iso
 from agent.errors import SpoolError, SpoolFullError
 
 log = logging.getLogger("sohoa.spool")
@@ -118,38 +119,6 @@ class RecoveryReport:
     @property
     def clean(self) -> bool:
         return not (self.temp_removed or self.finished or self.adopted or self.lost or self.missing)
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fsync_or_stop(fd, "the spool folder")
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fsync_or_stop(fd, "a sealed document")
-    finally:
-        os.close(fd)
-
-
-def fsync_or_stop(fd: int, what: str) -> None:
-    """fsync, and turn a failure into a stop: after a failed fsync the page cache
-    can no longer be trusted (the PostgreSQL 'fsyncgate' lesson)."""
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        raise SpoolError(
-            f"the disk refused to save {what} ({os.strerror(exc.errno or 0)})",
-            "stop the device and check the storage card; nothing has been deleted",
-        ) from exc
 
 
 def disk_full_error(free: int, reserve: int) -> SpoolFullError:
@@ -604,8 +573,6 @@ class Spool:
 
 
 def _sha(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.durable import atomic_write, fsync_dir, iso
 from agent.envelope import (
     Header,
     open_envelope,
@@ -38,7 +38,6 @@ from agent.envelope import (
 from agent.errors import EnvelopeError
 from agent.keys import WarehousePrivate, load_enrolled
 from agent.payload import PayloadError, unpack_payload
-from agent.spool import fsync_dir, iso
 from sync.index import DocumentIndex, StoredDocument
 from sync.link import Message
 from sync.protocol import (
@@ -54,6 +53,7 @@ from sync.protocol import (
 log = logging.getLogger("sohoa.warehouse")
 
 MAX_SEGMENT = (1 << 22) + 16
+MANIFEST_CACHE = 256
 MAX_MANIFEST = 2 << 20
 MAX_BAD_BODIES = 3  # a segment that fails authentication this often rejects the document
 _BAD_SEGMENT = re.compile(r"^segment (\d+) fails authentication$")
@@ -64,19 +64,6 @@ class IngestSettings:
     archive: Path
     devices: Path
     max_segments: int = 65536
-
-
-def _atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write whole or not at all; ``durable=False`` for staging, a cache that a crash
-    may lose (no receipt is sent before the archive is on disk; the device resends)."""
-    # unique per thread too: two workers in one process may stage the same segment
-    tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 @contextlib.contextmanager
@@ -107,6 +94,11 @@ class Ingest:
         self.clock = clock
         self.staging = settings.archive / "staging"
         self.staging.mkdir(parents=True, exist_ok=True)
+        # parsed manifests by (device, doc), keyed on the file's identity so that a
+        # manifest another worker replaced is parsed again
+        self._manifests: dict[
+            tuple[str, str], tuple[tuple[int, int, int], tuple[Header, bytes]]
+        ] = {}
 
     # -- helpers ----------------------------------------------------------------
 
@@ -133,9 +125,28 @@ class Ingest:
 
     def _manifest(self, device: str, doc: str) -> tuple[Header, bytes] | None:
         path = self._dir(device, doc) / "manifest"
-        if not path.exists():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
             return None
-        return parse_manifest(path.read_bytes())
+        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._manifests.get((device, doc))
+        if hit is not None and hit[0] == ident:
+            return hit[1]
+        man = parse_manifest(path.read_bytes())
+        if len(self._manifests) >= MANIFEST_CACHE:
+            self._manifests.pop(next(iter(self._manifests)), None)
+        self._manifests[(device, doc)] = (ident, man)
+        return man
+
+    @staticmethod
+    def _missing(d: Path, segments: int) -> list[int]:
+        """Segments not staged yet: one directory listing, not a stat per segment."""
+        try:
+            names = {p.name for p in d.iterdir()}
+        except FileNotFoundError:
+            names = set()
+        return [i for i in range(segments) if f"s{i:07d}" not in names]
 
     # -- message handling ----------------------------------------------------------
 
@@ -202,7 +213,7 @@ class Ingest:
             # A new envelope for the same id replaces a stale, unfinished one.
             shutil.rmtree(d)
             d.mkdir(parents=True)
-        _atomic_write(d / "manifest", payload, durable=False)
+        atomic_write(d / "manifest", payload, durable=False)
         return self._try_finish(device, doc)
 
     def _on_segment(self, device: str, doc: str, n: int, payload: bytes) -> list[Message]:
@@ -229,8 +240,9 @@ class Ingest:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"s{n:07d}"
         if not path.exists():
-            _atomic_write(path, payload, durable=False)
-        if man is None:
+            atomic_write(path, payload, durable=False)
+        if man is None or self._missing(d, man[0].segments):
+            # not complete yet; whoever stages the last segment sees it complete
             return []
         return self._try_finish(device, doc)
 
@@ -246,8 +258,7 @@ class Ingest:
             return self._reject(
                 device, doc, "envelope has more segments than this warehouse accepts"
             )
-        d = self._dir(device, doc)
-        missing = [i for i in range(n) if not (d / f"s{i:07d}").exists()]
+        missing = self._missing(self._dir(device, doc), n)
         if man is not None and not missing:
             out = self._try_finish(device, doc)
             if out:
@@ -267,7 +278,7 @@ class Ingest:
                 return []
             header, prefix = man
             paths = [d / f"s{i:07d}" for i in range(header.segments)]
-            if not all(p.exists() for p in paths):
+            if self._missing(d, header.segments):
                 return []
             bad = [i for i, p in enumerate(paths) if not segment_matches(header, i, p.read_bytes())]
             if bad:  # staged before the manifest arrived: drop them, ask again
@@ -312,7 +323,7 @@ class Ingest:
         count = int(count_file.read_text() or "0") if count_file.exists() else 0
         if count + 1 >= MAX_BAD_BODIES:
             return None
-        _atomic_write(count_file, str(count + 1).encode(), durable=False)
+        atomic_write(count_file, str(count + 1).encode(), durable=False)
         paths[n].unlink(missing_ok=True)
         return n
 
@@ -349,7 +360,7 @@ class Ingest:
             "key_id": header.key_id,
             "suite": header.suite,
         }
-        _atomic_write(
+        atomic_write(
             tmp_dir / "metadata.json", json.dumps(meta, ensure_ascii=False, indent=1).encode()
         )
         with (tmp_dir / "envelope.sohoa").open("wb") as fh:

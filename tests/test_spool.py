@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import keys
+from agent.durable import fsync_or_stop
 from agent.envelope import EnvelopeWriter
 from agent.errors import SpoolError
-from agent.spool import RecoveryReport, Spool, fsync_or_stop
+from agent.spool import RecoveryReport, Spool
 
 
 class Clock:
