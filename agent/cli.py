@@ -34,7 +34,7 @@ def _print_json(obj: Any) -> None:
 def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
     from agent.capture import capture_batch
     from agent.service import scan_settings, seal_settings
-    from agent.spool import Spool
+    from agent.spool import open_spool
     from device.barcodes import ZbarReader
     from device.scanner import PageSource, SaneScanner
 
@@ -51,7 +51,7 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
     else:
         source = SaneScanner(args.device, scan_settings(cfg))
     seal = seal_settings(cfg)
-    with Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20) as spool:
+    with open_spool(cfg) as spool:
         spool.recover()
         result = capture_batch(
             source,
@@ -64,7 +64,8 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         out = result.to_json()
         for d in out["documents"]:
-            d.pop("pdf_sha256", None) if not args.hashes else None
+            if not args.hashes:
+                d.pop("pdf_sha256", None)
         _print_json(out)
     else:
         print(
@@ -172,21 +173,10 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace, cfg: Config) -> int:
-    import secrets
+    from sync.daemons import broker_config
+    from sync.fleet import fleet_snapshot, render_fleet
 
-    from sync.fleet import collect, render_fleet
-    from sync.link import Link, LinkSettings
-
-    link = Link(
-        LinkSettings.from_config(
-            cfg.broker, f"sohoa-fleet-{secrets.token_hex(4)}", clean_start=True
-        )
-    )
-    link.connect()
-    try:
-        rows = collect(link, quiet_s=args.wait)
-    finally:
-        link.close()
+    rows = fleet_snapshot(broker_config(cfg), quiet_s=args.wait)
     if args.json:
         _print_json({"devices": [r.to_json() for r in rows]})
     else:

@@ -14,9 +14,15 @@ import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import BrokerConfig, Config, DeviceConfig
 from agent.errors import ExitCode, SohoaError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from agent.keys import WarehousePublic
 
 DEMO_DEVICE = "demo-H56-0001"
 
@@ -52,17 +58,41 @@ def demo_pages(folder: Path) -> int:
     return len(pages)
 
 
+def provision_pair(
+    device: Config, warehouse: Config, *, force: bool = False
+) -> tuple[WarehousePublic, Ed25519PublicKey]:
+    """Keys for a warehouse and one device, as a technician would set them up:
+    both key sets created, warehouse.pub copied to the device, the device enrolled."""
+    from agent import keys
+
+    wpub = keys.init_warehouse_keys(
+        warehouse.path(warehouse.warehouse.private_key),
+        warehouse.path(warehouse.warehouse.public_key),
+        force=force,
+    )
+    dpub = keys.init_device_keys(device.path(device.device.key), force=force)
+    shutil.copy(
+        warehouse.path(warehouse.warehouse.public_key), device.path(device.warehouse.public_key)
+    )
+    keys.enroll_device(
+        keys.device_public_path(device.path(device.device.key)),
+        device.device.id,
+        warehouse.path(warehouse.warehouse.devices),
+    )
+    return wpub, dpub
+
+
 def run_demo(keep: Path | None = None, sane: bool = True) -> int:
     from agent import keys
-    from agent.capture import SealSettings, capture_batch
+    from agent.capture import capture_batch
+    from agent.service import seal_settings
     from agent.spool import Spool
     from device.barcodes import ZbarReader
     from device.files import PathSource
     from device.sane_testbed import write_sane_config
     from sync.daemons import run_sync, serve_warehouse
-    from sync.fleet import collect, render_fleet
+    from sync.fleet import fleet_snapshot, render_fleet
     from sync.index import SqliteIndex
-    from sync.link import Link, LinkSettings
     from sync.localbroker import start_local_broker
 
     base = keep or Path(tempfile.mkdtemp(prefix="sohoa-demo-"))
@@ -76,14 +106,7 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
         wh = Config(home=base / "warehouse", broker=bcfg)
         dev = Config(home=base / "device", broker=bcfg, device=DeviceConfig(id=DEMO_DEVICE))
         dev = replace(dev, sync=replace(dev.sync, receipt_timeout_s=10.0))
-        wpub = keys.init_warehouse_keys(
-            wh.path(wh.warehouse.private_key), wh.path(wh.warehouse.public_key), force=True
-        )
-        dpub = keys.init_device_keys(dev.path(dev.device.key), force=True)
-        shutil.copy(wh.path(wh.warehouse.public_key), dev.path(dev.warehouse.public_key))
-        keys.enroll_device(
-            dev.path(dev.device.key).with_suffix(".pub"), DEMO_DEVICE, wh.path(wh.warehouse.devices)
-        )
+        wpub, dpub = provision_pair(dev, wh, force=True)
         print(
             f"keys: warehouse {wpub.key_id}, device {keys.device_fingerprint(dpub)} enrolled as {DEMO_DEVICE}"
         )
@@ -101,11 +124,7 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
                 "the demo warehouse did not connect to the broker", f"see {broker.directory}"
             )
 
-        seal = SealSettings(
-            DEMO_DEVICE,
-            keys.load_device_key(dev.path(dev.device.key)),
-            keys.load_warehouse_public(dev.path(dev.warehouse.public_key)),
-        )
+        seal = seal_settings(dev)
         captured: dict[str, str] = {}
         with Spool(dev.home / "spool", reserve_bytes=0) as spool:
             n = demo_pages(base / "pages")
@@ -159,12 +178,7 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
                 f"  sha256 {'verified' if ok else 'MISMATCH'}"
             )
 
-        link = Link(LinkSettings.from_config(bcfg, "sohoa-demo-fleet", clean_start=True))
-        link.connect()
-        try:
-            rows = collect(link, quiet_s=0.5)
-        finally:
-            link.close()
+        rows = fleet_snapshot(bcfg, quiet_s=0.5)
         print("\nfleet:")
         print(render_fleet(rows))
 

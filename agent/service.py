@@ -22,7 +22,7 @@ from agent.codes import parse_dossier_code, parse_lookup_url
 from agent.config import Config
 from agent.errors import CodeError, ScannerError, SohoaError, SpoolError
 from agent.keys import load_device_key, load_warehouse_public
-from agent.spool import Spool
+from agent.spool import Spool, open_spool
 from device.barcodes import ZbarReader
 from device.scanner import PageSource, ScannedPage, ScanSettings
 
@@ -155,7 +155,7 @@ def run_agent(
         from device.files import HotFolder
 
         hot = HotFolder(folder, done_dir=folder / "done", failed_dir=folder / "failed")
-        with Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20) as spool:
+        with open_spool(cfg) as spool:
             reader = ZbarReader()
             while not stop.is_set():
                 for path in hot.ready_files(time.time()):
@@ -166,7 +166,7 @@ def run_agent(
         from device.scanner import SaneScanner, wait_for_button
 
         settings = scan_settings(cfg)
-        with Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20) as spool:
+        with open_spool(cfg) as spool:
             reader = ZbarReader()
             while not stop.is_set():
                 try:

@@ -25,6 +25,7 @@ from typing import Any
 import sqlite_utils
 
 from agent.audit import AuditEntry, chain_entry
+from agent.config import Config
 from agent.durable import fsync_dir, fsync_file, iso
 from agent.errors import SpoolError, SpoolFullError
 
@@ -578,3 +579,8 @@ def _sha(text: str) -> str:
 
 def is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def open_spool(cfg: Config) -> Spool:
+    """The device's spool under its home, with the configured free-space reserve."""
+    return Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20)

@@ -20,7 +20,7 @@ from agent import __version__
 from agent.config import BrokerConfig, Config
 from agent.errors import BrokerError, IncompleteError, SohoaError
 from agent.keys import load_warehouse_private, load_warehouse_public
-from agent.spool import Spool
+from agent.spool import Spool, open_spool
 from device.host import read_host_health
 from sync.index import SqliteIndex
 from sync.link import Link, LinkSettings, Message, shared_subscription
@@ -121,7 +121,7 @@ def run_sync(
     """Upload the spool. ``once``: drain and return; else run until ``stop``."""
     stop = stop or threading.Event()
     warehouse = load_warehouse_public(cfg.path(cfg.warehouse.public_key))
-    spool = Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20)
+    spool = open_spool(cfg)
     spool.recover()
     started = time.monotonic()
     deadline = started + timeout_s if timeout_s else float("inf")

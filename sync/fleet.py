@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sync.link import Link
+from agent.config import BrokerConfig
+from sync.link import Link, LinkSettings
 from sync.protocol import FLEET_FILTERS, ProtocolError, parse_device_topic
 
 
@@ -90,3 +92,15 @@ def collect(link: Link, *, quiet_s: float = 1.0, max_s: float = 10.0) -> list[Fl
         if isinstance(obj, dict):
             (states if kind == "state" else healths)[device] = obj
     return fleet_rows(states, healths)
+
+
+def fleet_snapshot(broker: BrokerConfig, *, quiet_s: float = 1.0) -> list[FleetRow]:
+    """Connect with a throw-away clean session and read the fleet's retained topics."""
+    link = Link(
+        LinkSettings.from_config(broker, f"sohoa-fleet-{secrets.token_hex(4)}", clean_start=True)
+    )
+    link.connect()
+    try:
+        return collect(link, quiet_s=quiet_s)
+    finally:
+        link.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixtures_mqtt import Broker, mosquitto, mosquitto_session  # noqa: E402,F401,F811
 
-from agent import keys  # noqa: E402
 from agent.config import BrokerConfig, Config, DeviceConfig, SyncConfig  # noqa: E402
+from agent.demo import provision_pair  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOHOA = [sys.executable, "-m", "agent.cli"]
@@ -79,12 +78,7 @@ def make_site(tmp: Path, broker: Broker, device_id: str = "dev-test-01") -> Site
         device=DeviceConfig(id=device_id),
         sync=SyncConfig(receipt_timeout_s=5.0),
     )
-    keys.init_warehouse_keys(wh.path(wh.warehouse.private_key), wh.path(wh.warehouse.public_key))
-    keys.init_device_keys(dev.path(dev.device.key))
-    shutil.copy(wh.path(wh.warehouse.public_key), dev.path(dev.warehouse.public_key))
-    keys.enroll_device(
-        dev.path(dev.device.key).with_suffix(".pub"), device_id, wh.path(wh.warehouse.devices)
-    )
+    provision_pair(dev, wh)
     dt = write_toml(
         tmp / "device.toml",
         dev.home,

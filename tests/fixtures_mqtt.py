@@ -12,7 +12,6 @@ import datetime as dt
 import ipaddress
 import os
 import pwd
-import shutil
 import socket
 import subprocess
 import time
@@ -26,27 +25,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.errors import MissingDependencyError
+from sync import localbroker
+from sync.localbroker import free_port
+
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 
 
 def mosquitto_binary() -> str:
     """Path of the mosquitto executable; fails the test clearly when it is missing."""
-    if Path("/usr/sbin/mosquitto").exists():
-        return "/usr/sbin/mosquitto"
-    found = shutil.which("mosquitto")
-    if found is None:
-        pytest.fail(
-            "mosquitto is not installed — install it (apt-get install mosquitto) to run MQTT tests",
-            pytrace=False,
-        )
-    return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    try:
+        return localbroker.mosquitto_binary()
+    except MissingDependencyError as exc:
+        pytest.fail(exc.line(), pytrace=False)
 
 
 def port_open(port: int, host: str = HOST) -> bool:
