@@ -1,5 +1,7 @@
-"""sohoa capture side: pages -> checks -> split & tag -> PDF -> sealed envelope -> spool."""
+"""The appliance: capture, the counter page, the services and the ``sohoa`` command line."""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from sync import __version__
+
+__all__ = ["__version__"]

@@ -8,7 +8,6 @@ Relative paths are relative to the home directory. Every key is documented in
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,41 +15,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from agent.errors import ConfigError
+from sync.errors import ConfigError
+from sync.mqtt.settings import BrokerConfig
+from sync.protocol import valid_device_id
 
 SYSTEM_CONFIG = Path("/etc/sohoa/sohoa.toml")
 DEFAULT_HOME = Path("/var/lib/sohoa")
 PROFILES = ("text", "color", "lossless")
-SUITES = ("x25519", "mlkem768-x25519")
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
     id: str = "dev-0001"
     key: Path = Path("keys/device.key")
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    url: str = "mqtt://127.0.0.1:1883"
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
-
-    @property
-    def host(self) -> str:
-        return urlparse(self.url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        parsed = urlparse(self.url)
-        return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
-
-    @property
-    def tls(self) -> bool:
-        return urlparse(self.url).scheme == "mqtts"
 
 
 @dataclass(frozen=True)
@@ -93,6 +70,7 @@ class SyncConfig:
     window: int = 64
     health_interval_s: int = 60
     receipt_timeout_s: float = 30.0
+    modem_port: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,7 +90,6 @@ class Config:
 
 
 T = TypeVar("T")
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _want(section: str, key: str, value: Any, kind: type[T]) -> T:
@@ -122,15 +99,6 @@ def _want(section: str, key: str, value: Any, kind: type[T]) -> T:
         raise ConfigError(
             f"[{section}] {key} = {value!r} is not a {kind.__name__}",
             f"fix {key} in the [{section}] section of the configuration file",
-        )
-    return value
-
-
-def valid_device_id(value: str) -> str:
-    if not DEVICE_ID.fullmatch(value) or "/" in value or "+" in value or "#" in value:
-        raise ConfigError(
-            f"[device] id = {value!r} is not a valid device id",
-            "use letters, digits, '.', '_' or '-' (it is the broker username and topic id)",
         )
     return value
 

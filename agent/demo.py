@@ -11,25 +11,25 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.config import BrokerConfig, Config, DeviceConfig
-from agent.errors import ExitCode, SohoaError
+from agent.config import Config, DeviceConfig
+from sync.errors import ExitCode, SohoaError
+from sync.mqtt.settings import BrokerConfig
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from agent.keys import WarehousePublic
+    from sync.keys import WarehousePublic
 
 DEMO_DEVICE = "demo-H56-0001"
 
 
 def demo_pages(folder: Path) -> int:
     """Write a small counter batch: two dossiers, an ID card QR, a separator."""
-    from agent.samples import blank_page, make_page, receipt_page
+    from agent.capture.samples import blank_page, make_page, receipt_page
 
     folder.mkdir(parents=True, exist_ok=True)
     pages = [
@@ -63,7 +63,7 @@ def provision_pair(
 ) -> tuple[WarehousePublic, Ed25519PublicKey]:
     """Keys for a warehouse and one device, as a technician would set them up:
     both key sets created, warehouse.pub copied to the device, the device enrolled."""
-    from agent import keys
+    from sync import keys
 
     wpub = keys.init_warehouse_keys(
         warehouse.path(warehouse.warehouse.private_key),
@@ -82,17 +82,65 @@ def provision_pair(
     return wpub, dpub
 
 
-def run_demo(keep: Path | None = None, sane: bool = True) -> int:
-    from agent import keys
-    from agent.capture import capture_batch
-    from agent.service import seal_settings
-    from agent.spool import Spool
-    from device.barcodes import ZbarReader
+def _scan_demo_batches(dev: Config, base: Path, sane: bool) -> dict[str, str]:
+    """The generated counter batch and (with ``sane``) SANE's test scanner; doc id -> PDF hash."""
+    from agent.capture.wiring import Capture
     from device.files import PathSource
     from device.sane_testbed import write_sane_config
-    from sync.daemons import run_sync, serve_warehouse
+    from device.scanner import SaneScanner, ScanSettings
+    from sync.spool.store import Spool
+
+    captured: dict[str, str] = {}
+    with Capture.from_config(dev, spool=Spool(dev.home / "spool", reserve_bytes=0)) as capture:
+        n = demo_pages(base / "pages")
+        res = capture.run(PathSource(base / "pages"))
+        print(
+            f"scan --from pages/: {n} pages -> {len(res.documents)} documents,"
+            f" separators {list(res.separators)}"
+        )
+        for d in res.documents:
+            print(
+                f"  {d.doc_id}  pages={d.pages} dossier={'yes' if d.dossier_code else 'no'}"
+                f" owner={'yes' if d.owner_id else 'no'} flags={list(d.flags)}"
+            )
+            captured[d.doc_id] = d.pdf_sha256
+        for w in res.warnings:
+            print(f"  ! {w}")
+        if sane:
+            os.environ["SANE_CONFIG_DIR"] = str(write_sane_config(base / "sane"))
+            scanner = SaneScanner("test:0", ScanSettings(source="adf", mode="gray", resolution=300))
+            res2 = capture.run(scanner)
+            print(f"scan --device test:0: {res2.pages_in} pages -> {len(res2.documents)} documents")
+            captured.update({d.doc_id: d.pdf_sha256 for d in res2.documents})
+    return captured
+
+
+def _report(wh: Config, broker: BrokerConfig, captured: dict[str, str]) -> bool:
+    """Print what the warehouse holds and the fleet view; True when all arrived intact."""
     from sync.fleet import fleet_snapshot, render_fleet
-    from sync.index import SqliteIndex
+    from sync.warehouse.index import SqliteIndex
+
+    index = SqliteIndex(wh.path(wh.warehouse.archive) / "index.db")
+    stored = {d.doc_id: d for d in index.all()}
+    index.close()
+    print("\nwarehouse ls:")
+    for rec in stored.values():
+        ok = captured.get(rec.doc_id) == rec.pdf_sha256
+        print(
+            f"  {rec.doc_id}  {rec.device}  {rec.pages} p  {rec.bytes // 1024} KB"
+            f"  sha256 {'verified' if ok else 'MISMATCH'}"
+        )
+    print("\nfleet:")
+    print(render_fleet(fleet_snapshot(broker, quiet_s=0.5)))
+    return set(captured) == set(stored) and all(
+        captured[k] == stored[k].pdf_sha256 for k in captured
+    )
+
+
+def run_demo(keep: Path | None = None, sane: bool = True) -> int:
+    from agent.services.sync import run_sync
+    from agent.services.warehouse import WarehouseWorkers
+    from sync import keys
     from sync.localbroker import start_local_broker
 
     base = keep or Path(tempfile.mkdtemp(prefix="sohoa-demo-"))
@@ -100,7 +148,6 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
     print(f"demo directory: {base}")
     broker = start_local_broker(base / "broker")
     print(f"broker: mosquitto at {broker.url}")
-    stop = threading.Event()
     try:
         bcfg = BrokerConfig(url=broker.url)
         wh = Config(home=base / "warehouse", broker=bcfg)
@@ -108,83 +155,18 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
         dev = replace(dev, sync=replace(dev.sync, receipt_timeout_s=10.0))
         wpub, dpub = provision_pair(dev, wh, force=True)
         print(
-            f"keys: warehouse {wpub.key_id}, device {keys.device_fingerprint(dpub)} enrolled as {DEMO_DEVICE}"
+            f"keys: warehouse {wpub.key_id}, device {keys.device_fingerprint(dpub)}"
+            f" enrolled as {DEMO_DEVICE}"
         )
-
-        ready = threading.Event()
-        worker = threading.Thread(
-            target=serve_warehouse,
-            args=(wh,),
-            kwargs={"worker": "demo", "stop": stop, "ready": ready},
-            daemon=True,
-        )
-        worker.start()
-        if not ready.wait(15):
-            raise SohoaError(
-                "the demo warehouse did not connect to the broker", f"see {broker.directory}"
-            )
-
-        seal = seal_settings(dev)
-        captured: dict[str, str] = {}
-        with Spool(dev.home / "spool", reserve_bytes=0) as spool:
-            n = demo_pages(base / "pages")
-
-            res = capture_batch(
-                PathSource(base / "pages"),
-                spool=spool,
-                reader=ZbarReader(),
-                capture=dev.capture,
-                seal=seal,
-            )
-            print(
-                f"scan --from pages/: {n} pages -> {len(res.documents)} documents, separators {list(res.separators)}"
-            )
-            for d in res.documents:
-                print(
-                    f"  {d.doc_id}  pages={d.pages} dossier={'yes' if d.dossier_code else 'no'}"
-                    f" owner={'yes' if d.owner_id else 'no'} flags={list(d.flags)}"
+        with WarehouseWorkers.from_config(wh, name="demo") as workers:
+            if not workers.wait_ready(15):
+                raise SohoaError(
+                    "the demo warehouse did not connect to the broker", f"see {broker.directory}"
                 )
-                captured[d.doc_id] = d.pdf_sha256
-            for w in res.warnings:
-                print(f"  ! {w}")
-            if sane:
-                os.environ["SANE_CONFIG_DIR"] = str(write_sane_config(base / "sane"))
-                from device.scanner import SaneScanner, ScanSettings
-
-                res2 = capture_batch(
-                    SaneScanner("test:0", ScanSettings(source="adf", mode="gray", resolution=300)),
-                    spool=spool,
-                    reader=ZbarReader(),
-                    capture=dev.capture,
-                    seal=seal,
-                )
-                print(
-                    f"scan --device test:0: {res2.pages_in} pages -> {len(res2.documents)} documents"
-                )
-                for d in res2.documents:
-                    captured[d.doc_id] = d.pdf_sha256
-
-        out = run_sync(dev, once=True, timeout_s=120)
-        print(f"sync: {out.stored} stored, {out.pending} pending, {out.rejected} rejected")
-
-        index = SqliteIndex(wh.path(wh.warehouse.archive) / "index.db")
-        stored = {d.doc_id: d for d in index.all()}
-        index.close()
-        print("\nwarehouse ls:")
-        for rec in stored.values():
-            ok = captured.get(rec.doc_id) == rec.pdf_sha256
-            print(
-                f"  {rec.doc_id}  {rec.device}  {rec.pages} p  {rec.bytes // 1024} KB"
-                f"  sha256 {'verified' if ok else 'MISMATCH'}"
-            )
-
-        rows = fleet_snapshot(bcfg, quiet_s=0.5)
-        print("\nfleet:")
-        print(render_fleet(rows))
-
-        good = set(captured) == set(stored) and all(
-            captured[k] == stored[k].pdf_sha256 for k in captured
-        )
+            captured = _scan_demo_batches(dev, base, sane)
+            out = run_sync(dev, once=True, timeout_s=120)
+            print(f"sync: {out.stored} stored, {out.pending} pending, {out.rejected} rejected")
+            good = _report(wh, bcfg, captured)
         print(
             "\ndemo: "
             + (
@@ -195,7 +177,6 @@ def run_demo(keep: Path | None = None, sane: bool = True) -> int:
         )
         return ExitCode.ok if good else ExitCode.incomplete
     finally:
-        stop.set()
         broker.stop()
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 from agent.config import Config
-from agent.errors import SohoaError
+from sync.errors import SohoaError
 
 Check = tuple[bool, str]
 
@@ -22,7 +22,7 @@ def _guard(name: str, fn: Callable[[], str]) -> Check:
 
 
 def run_checks(cfg: Config) -> Iterator[Check]:
-    from agent import keys
+    from sync import keys
 
     yield (
         True,

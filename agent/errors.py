@@ -1,56 +1,27 @@
-"""Errors with a cause, a hint and an exit code: every failure a user can meet.
+"""The appliance's own errors and the one map from any failure to an exit code.
 
-The CLI prints ``error: <message> — <hint>`` on one line and exits with
-``exit_code``; tracebacks only with ``--debug``.
+``sync.errors.SohoaError`` covers everything above the hardware; the hardware
+edges raise ``device.errors.DeviceError``. ``FAILURES`` catches both where a
+service reports a failure and carries on; ``exit_code_of`` says how the
+command line ends.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from device.errors import BarcodeError, DeviceError, InputError, ScannerError, ScannerSettingError
+from sync.errors import ExitCode, SohoaError
 
+FAILURES: tuple[type[SohoaError], type[DeviceError]] = (SohoaError, DeviceError)
 
-class ExitCode(IntEnum):
-    ok = 0
-    bad_args = 1
-    input_file = 2
-    missing_dependency = 3
-    config = 4
-    scanner = 5
-    spool_full = 6
-    broker = 7
-    crypto = 8
-    incomplete = 9
-    other = 10
+Failure = SohoaError | DeviceError
 
-
-class SohoaError(Exception):
-    """Base error: ``message`` names the cause, ``hint`` says what to do."""
-
-    exit_code: ExitCode = ExitCode.other
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def line(self) -> str:
-        return f"error: {self.message}" + (f" — {self.hint}" if self.hint else "")
-
-
-class ConfigError(SohoaError):
-    exit_code = ExitCode.config
-
-
-class InputError(SohoaError):
-    exit_code = ExitCode.input_file
-
-
-class ScannerError(SohoaError):
-    exit_code = ExitCode.scanner
-
-
-class BarcodeError(SohoaError):
-    exit_code = ExitCode.input_file
+# most specific first: a setting the scanner does not offer is a configuration fault
+_DEVICE_EXIT: tuple[tuple[type[DeviceError], ExitCode], ...] = (
+    (ScannerSettingError, ExitCode.config),
+    (ScannerError, ExitCode.scanner),
+    (InputError, ExitCode.input_file),
+    (BarcodeError, ExitCode.input_file),
+)
 
 
 class CodeError(SohoaError):
@@ -59,33 +30,11 @@ class CodeError(SohoaError):
     exit_code = ExitCode.input_file
 
 
-class SpoolFullError(SohoaError):
-    exit_code = ExitCode.spool_full
-
-
-class SpoolError(SohoaError):
-    exit_code = ExitCode.other
-
-
-class BrokerError(SohoaError):
-    exit_code = ExitCode.broker
-
-
-class CryptoError(SohoaError):
-    """A key is missing or wrong, or sealed data does not verify."""
-
-    exit_code = ExitCode.crypto
-
-
-class EnvelopeError(CryptoError):
-    pass
-
-
-class IncompleteError(SohoaError):
-    """The job ran but did not finish (e.g. sync timed out with documents pending)."""
-
-    exit_code = ExitCode.incomplete
-
-
-class MissingDependencyError(SohoaError):
-    exit_code = ExitCode.missing_dependency
+def exit_code_of(exc: Failure) -> ExitCode:
+    """The documented exit status for a failure of either kind."""
+    if isinstance(exc, SohoaError):
+        return exc.exit_code
+    for cls, code in _DEVICE_EXIT:
+        if isinstance(exc, cls):
+            return code
+    return ExitCode.other

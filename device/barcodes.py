@@ -24,7 +24,7 @@ import numpy.typing as npt
 import zbar
 from PIL import Image, ImageFilter
 
-from agent.errors import BarcodeError
+from device.errors import BarcodeError
 
 # Short side of an A4 page at 150 dpi: the size of the fast pass.
 FAST_SHORT_SIDE = 1240

@@ -25,7 +25,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps
 
-from agent.errors import InputError
+from device.errors import InputError
 from device.scanner import ScannedPage
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import ScannerError
+from device.errors import PaperJamError, ScannerError
 
 # SANE constants (sane/sane.h); python-sane hands them out as plain ints.
 TYPE_BOOL, TYPE_INT, TYPE_FIXED, TYPE_STRING, TYPE_BUTTON, TYPE_GROUP = range(6)
@@ -378,4 +378,5 @@ def scan_error(status: str, *, device: str, pages_done: int) -> ScannerError | N
         status, (f"scanner error: {status}", "check the scanner, then `sohoa doctor`")
     )
     where = f" after {pages_done} page{'s' if pages_done != 1 else ''}" if pages_done else ""
-    return ScannerError(f"{message}{where} ({device})", hint)
+    cls = PaperJamError if status == "Document feeder jammed" else ScannerError
+    return cls(f"{message}{where} ({device})", hint)

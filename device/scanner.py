@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import sane
 from PIL import Image
 
-from agent.errors import ConfigError, ScannerError
+from device.errors import ScannerError, ScannerSettingError
 from device.sane_options import (
     MODES,
     SETTING_ORDER,
@@ -63,17 +63,17 @@ class ScanSettings:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ConfigError(
+            raise ScannerSettingError(
                 f"scan source {self.source!r} is not one of {', '.join(SOURCES)}",
                 f"set [capture] scanner_source to one of {', '.join(SOURCES)}",
             )
         if self.mode not in MODES:
-            raise ConfigError(
+            raise ScannerSettingError(
                 f"scan mode {self.mode!r} is not one of {', '.join(MODES)}",
                 f"set [capture] scanner_mode to one of {', '.join(MODES)}",
             )
         if not 50 <= self.resolution <= 4800:
-            raise ConfigError(
+            raise ScannerSettingError(
                 f"scan resolution {self.resolution} dpi is out of range",
                 "set [capture] scanner_resolution between 50 and 4800 (300 for documents)",
             )

@@ -17,7 +17,7 @@ from typing import Any
 
 import serial as pyserial
 
-from agent.errors import ScannerError
+from device.errors import ScannerError
 
 log = logging.getLogger(__name__)
 

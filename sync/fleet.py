@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config import BrokerConfig
-from sync.link import Link, LinkSettings
+from sync.mqtt.link import Link
+from sync.mqtt.settings import BrokerConfig, LinkSettings
 from sync.protocol import FLEET_FILTERS, ProtocolError, parse_device_topic
 
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import MissingDependencyError
+from sync.errors import MissingDependencyError
 
 
 def free_port() -> int:

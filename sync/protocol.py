@@ -16,6 +16,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sync.errors import ConfigError
+
 ROOT = "sohoa/v1"
 PROTOCOL_VERSION = 1
 MAX_JSON = 256 * 1024
@@ -249,3 +251,12 @@ class Birth:
                 "ts": self.ts,
             }
         )
+
+
+def valid_device_id(value: str) -> str:
+    if not re.fullmatch(_ID, value) or "/" in value or "+" in value or "#" in value:
+        raise ConfigError(
+            f"[device] id = {value!r} is not a valid device id",
+            "use letters, digits, '.', '_' or '-' (it is the broker username and topic id)",
+        )
+    return value

@@ -10,14 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.spool import SpoolStatus
-
-
-@dataclass(frozen=True)
-class ScannerState:
-    present: bool | None = None
-    model: str | None = None
-    last_error: str | None = None
+from sync.spool.status import ScannerStatus
+from sync.spool.store import SpoolStatus
 
 
 @dataclass(frozen=True)
@@ -32,7 +26,7 @@ def build_health(
     time_iso: str,
     version: str,
     uptime_s: float | None,
-    scanner: ScannerState,
+    scanner: ScannerStatus,
     spool: SpoolStatus,
     capture: Mapping[str, Any],
     disk_free_bytes: int | None,
@@ -47,11 +41,7 @@ def build_health(
         "time": time_iso,
         "version": version,
         "uptime_s": None if uptime_s is None else round(uptime_s, 1),
-        "scanner": {
-            "present": scanner.present,
-            "model": scanner.model,
-            "last_error": scanner.last_error,
-        },
+        "scanner": scanner.to_json(),
         "spool": {
             "pending_docs": spool.pending_docs,
             "pending_bytes": spool.pending_bytes,

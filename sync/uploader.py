@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.envelope import Header, manifest_bytes, read_header, read_prefix, read_segment
-from agent.errors import BrokerError
-from agent.spool import Spool, SpoolDoc
-from sync.link import Link, PendingPublish
+from sync.envelope.seal import Header, manifest_bytes, read_header, read_prefix, read_segment
+from sync.errors import BrokerError
+from sync.mqtt.link import Link, PendingPublish
 from sync.protocol import (
     ProtocolError,
     Query,
@@ -35,6 +34,7 @@ from sync.protocol import (
     segment_topic,
     verify_receipt,
 )
+from sync.spool.store import Spool, SpoolDoc
 
 log = logging.getLogger("sohoa.uploader")
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,8 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixtures_mqtt import Broker, mosquitto, mosquitto_session  # noqa: E402,F401,F811
 
-from agent.config import BrokerConfig, Config, DeviceConfig, SyncConfig  # noqa: E402
+from agent.config import Config, DeviceConfig, SyncConfig  # noqa: E402
 from agent.demo import provision_pair  # noqa: E402
+from agent.services.warehouse import WarehouseWorkers  # noqa: E402
+from sync.mqtt.settings import BrokerConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOHOA = [sys.executable, "-m", "agent.cli"]
@@ -98,19 +99,8 @@ def site(tmp_path: Path, mosquitto: Broker) -> Site:  # noqa: F811
 
 
 @pytest.fixture
-def warehouse_worker(site: Site) -> Iterator[threading.Event]:
+def warehouse_worker(site: Site) -> Iterator[WarehouseWorkers]:
     """A real warehouse ingest worker on the site's broker, in a thread."""
-    from sync.daemons import serve_warehouse
-
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(
-        target=serve_warehouse,
-        args=(site.warehouse,),
-        kwargs={"worker": "t1", "stop": stop, "ready": ready},
-        daemon=True,
-    )
-    t.start()
-    assert ready.wait(15), "warehouse worker did not connect"
-    yield stop
-    stop.set()
-    t.join(10)
+    with WarehouseWorkers.from_config(site.warehouse, name="t") as workers:
+        assert workers.wait_ready(15), "warehouse worker did not connect"
+        yield workers

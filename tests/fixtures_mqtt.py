@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.errors import MissingDependencyError
 from sync import localbroker
+from sync.errors import MissingDependencyError
 from sync.localbroker import free_port
 
 HOST = "127.0.0.1"

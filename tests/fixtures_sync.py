@@ -16,13 +16,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.config import BrokerConfig, Config, SyncConfig
-from agent.envelope import EnvelopeWriter, Header
-from agent.keys import load_device_key, load_warehouse_public
-from agent.payload import payload_head
-from agent.spool import Spool
-from sync.daemons import SyncOutcome, run_sync, serve_warehouse
-from sync.index import SqliteIndex, StoredDocument
+from agent.config import Config, SyncConfig
+from agent.services.sync import SyncOutcome, run_sync
+from agent.services.warehouse import WarehouseWorkers
+from sync.envelope.payload import payload_head
+from sync.envelope.seal import EnvelopeWriter, Header
+from sync.keys import load_device_key, load_warehouse_public
+from sync.mqtt.settings import BrokerConfig
+from sync.spool.store import Spool
+from sync.warehouse.index import SqliteIndex, StoredDocument
 
 
 @dataclass(frozen=True)
@@ -92,27 +94,11 @@ def via(cfg: Config, port: int, **sync: object) -> Config:
 
 
 @contextmanager
-def warehouse_workers(cfg: Config, count: int, tag: str = "w") -> Iterator[threading.Event]:
-    """``count`` ingest workers sharing the load; yields their stop event."""
-    stop = stop_all = threading.Event()
-    threads = []
-    for i in range(count):
-        ready = threading.Event()
-        t = threading.Thread(
-            target=serve_warehouse,
-            args=(cfg,),
-            kwargs={"worker": f"{tag}{i}", "stop": stop, "ready": ready},
-            daemon=True,
-        )
-        t.start()
-        assert ready.wait(15), "warehouse worker did not connect"
-        threads.append(t)
-    try:
-        yield stop_all
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+def warehouse_workers(cfg: Config, count: int, tag: str = "w") -> Iterator[WarehouseWorkers]:
+    """``count`` ingest workers sharing the load, every one subscribed before it yields."""
+    with WarehouseWorkers.from_config(cfg, count, name=tag) as workers:
+        assert workers.wait_ready(15), "warehouse worker did not connect"
+        yield workers
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,9 +13,10 @@ import pytest
 from conftest import make_site
 from fixtures_mqtt import Broker
 
-from agent.audit import AuditEntry, chain_entry, entry_hash, verify_chain
+from agent.capture.samples import make_page, receipt_page
 from agent.cli import main
-from agent.samples import make_page, receipt_page
+from agent.services.warehouse import WarehouseWorkers
+from sync.spool.audit import AuditEntry, chain_entry, entry_hash, verify_chain
 
 DOSSIER = "000.00.20.H56-230512-0003"
 
@@ -26,8 +26,6 @@ def synced_home(
     tmp_path_factory: pytest.TempPathFactory, mosquitto_session: Broker
 ) -> Iterator[Path]:
     """A device home whose spool went through one real scan and one real sync."""
-    from sync.daemons import serve_warehouse
-
     tmp = tmp_path_factory.mktemp("audit")
     site = make_site(tmp, mosquitto_session, device_id="dev-audit-01")
     pages = tmp / "pages"
@@ -41,21 +39,10 @@ def synced_home(
         ]
     ):
         p.save(pages / f"p{i}.png", dpi=(300, 300))
-    stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=serve_warehouse,
-        args=(site.warehouse,),
-        kwargs={"worker": "audit", "stop": stop, "ready": ready},
-        daemon=True,
-    )
-    worker.start()
-    assert ready.wait(15)
-    try:
+    with WarehouseWorkers.from_config(site.warehouse, name="audit") as workers:
+        assert workers.wait_ready(15)
         site.run("scan", "--from", str(pages), "--json", check=True)
         site.run("sync", "--once", "--timeout", "60", check=True)
-    finally:
-        stop.set()
-        worker.join(10)
     yield site.device.home
 
 

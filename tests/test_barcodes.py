@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.codes import interpret
-from agent.errors import BarcodeError
-from agent.samples import blank_page, content_lines, make_page, receipt_page
+from agent.capture.codes import interpret
+from agent.capture.samples import blank_page, content_lines, make_page, receipt_page
 from device.barcodes import Barcode, ZbarReader, to_grey
+from device.errors import BarcodeError
 
 DOSSIER = "000.00.20.H56-230512-0003"
 CCCD = "001090012345||Nguyễn Văn An|15011990|Nam|Số 1 Tràng Tiền, Hoàn Kiếm, Hà Nội|01072021"

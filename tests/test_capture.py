@@ -14,23 +14,23 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from agent.capture import CaptureResult, SealSettings, capture_batch
+from agent.capture.pipeline import CaptureResult, SealSettings, capture_batch
+from agent.capture.samples import blank_page, content_lines, make_page
 from agent.config import CaptureConfig
-from agent.envelope import iter_segments, open_envelope, read_header, read_prefix
-from agent.envelope_header import verify_header
-from agent.errors import ScannerError
-from agent.keys import (
+from device.barcodes import ZbarReader
+from device.errors import ScannerError
+from device.scanner import SaneScanner, ScannedPage, ScanSettings
+from sync.envelope.header import verify_header
+from sync.envelope.payload import unpack_payload
+from sync.envelope.seal import iter_segments, open_envelope, read_header, read_prefix
+from sync.keys import (
     WarehousePrivate,
     init_device_keys,
     init_warehouse_keys,
     load_device_key,
     load_warehouse_private,
 )
-from agent.payload import unpack_payload
-from agent.samples import blank_page, content_lines, make_page
-from agent.spool import Spool
-from device.barcodes import ZbarReader
-from device.scanner import SaneScanner, ScannedPage, ScanSettings
+from sync.spool.store import Spool
 
 DEVICE_ID = "test-device"
 sane_test_scanner = fixtures_sane.sane_test_scanner

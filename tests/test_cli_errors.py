@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import SOHOA, Site
 
-from agent.samples import make_page
+from agent.capture.samples import make_page
 
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from agent.codes import (
+from agent.capture.codes import (
     CitizenCard,
     CoverSheet,
     DossierCode,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageSequence
 
-from agent.codes import Signal, interpret
-from agent.split import PageFacts, split_batch
+from agent.capture.codes import Signal, interpret
+from agent.capture.split import PageFacts, split_batch
 from device.barcodes import Barcode, ZbarReader
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "paperless-barcodes"

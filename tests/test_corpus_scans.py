@@ -13,8 +13,14 @@ import pypdfium2.raw as pdfium_c
 import pytest
 from PIL import Image
 
-from agent.pages import check_page, deskew, estimate_orientation, estimate_skew, prepare_page
-from agent.pdf import PdfMetadata, encode_page, wrap_jpeg, write_pdf
+from agent.capture.pages import (
+    check_page,
+    deskew,
+    estimate_orientation,
+    estimate_skew,
+    prepare_page,
+)
+from agent.capture.pdf import PdfMetadata, encode_page, wrap_jpeg, write_pdf
 
 SCANS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "scans"
 if not (SCANS / "EXPECTED.json").is_file():

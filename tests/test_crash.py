@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SOHOA, Site
 
-from agent.samples import make_page, receipt_page
+from agent.capture.samples import make_page, receipt_page
 
 SEED = int(os.environ.get("SOHOA_CRASH_SEED", "20261123"))
 KILLS = 210

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import Site, write_toml
 
-from agent.samples import make_page
+from agent.capture.samples import make_page
 
 MB = 2**20
 FS_MB = 24

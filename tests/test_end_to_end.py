@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import SOHOA, Site
 
-from agent.samples import make_page, receipt_page
+from agent.capture.samples import make_page, receipt_page
 
 DOSSIER_A = "000.00.20.H56-230512-0003"
 DOSSIER_B = "000.00.20.H56-230512-0004"
@@ -84,12 +84,13 @@ def test_batch_reaches_warehouse_exactly_once_with_identical_pdfs(
 def test_receipt_signed_by_wrong_key_leaves_document_pending(site: Site, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from agent.keys import WarehousePrivate, load_warehouse_private
-    from sync.daemons import serve_warehouse  # noqa: F401 - same code path, other key below
-    from sync.index import SqliteIndex
-    from sync.link import Link, LinkSettings, shared_subscription
+    from agent.services.warehouse import serve_warehouse  # noqa: F401 - same code path, other key below
+    from sync.keys import WarehousePrivate, load_warehouse_private
+    from sync.mqtt.link import Link
+    from sync.mqtt.settings import LinkSettings, shared_subscription
     from sync.protocol import INGEST_FILTER
-    from sync.warehouse import Ingest, IngestSettings
+    from sync.warehouse.index import SqliteIndex
+    from sync.warehouse.ingest import Ingest, IngestSettings
 
     write_batch(tmp_path / "pages")
     docs = scan(site, tmp_path / "pages")["documents"]

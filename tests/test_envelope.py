@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.envelope import (
+from sync.envelope.seal import (
     LEAD_SIZE,
     SUITES,
     EnvelopeWriter,
@@ -35,8 +35,8 @@ from agent.envelope import (
     verify_header,
     write_envelope,
 )
-from agent.errors import CryptoError, EnvelopeError
-from agent.keys import (
+from sync.errors import CryptoError, EnvelopeError
+from sync.keys import (
     WarehouseGeneration,
     WarehousePrivate,
     WarehousePublic,

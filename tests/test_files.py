@@ -11,7 +11,7 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageDraw
 
-from agent.errors import InputError
+from device.errors import InputError
 from device.files import HotFolder, is_plain_jpeg, natural_key, pages_from_path
 from device.scanner import ScannedPage
 

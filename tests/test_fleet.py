@@ -9,10 +9,11 @@ from pathlib import Path
 
 from conftest import Site
 
-from agent.samples import make_page
-from agent.spool import Spool
-from sync.daemons import _birth, device_link, health_payload
+from agent.capture.samples import make_page
+from agent.health import health_payload
+from agent.services.sync import birth, device_link
 from sync.protocol import health_topic, state_topic
+from sync.spool.store import Spool
 
 HEALTH_KEYS = {
     "device",
@@ -43,7 +44,7 @@ def test_fleet_shows_backlog_and_marks_a_vanished_device_offline(
     link.connect()
     with Spool(cfg.home / "spool") as spool:
         payload = health_payload(cfg, spool, time.monotonic(), 12.5, deque())
-    link.publish(state_topic(cfg.device.id), _birth(cfg.device.id, True), retain=True)
+    link.publish(state_topic(cfg.device.id), birth(cfg.device.id, True), retain=True)
     link.publish(health_topic(cfg.device.id), payload, retain=True)
     health = json.loads(payload)
     assert set(health) >= HEALTH_KEYS

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed448, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.errors import CryptoError, ExitCode
-from agent.keys import (
+from sync.errors import CryptoError, ExitCode
+from sync.keys import (
     device_fingerprint,
     device_public_path,
     enroll_device,

@@ -14,9 +14,9 @@ import pytest
 from faultproxy import FaultProxy
 from fixtures_mqtt import Broker, free_port, make_tls, start_mosquitto
 
-from agent.config import BrokerConfig
-from agent.errors import BrokerError, ConfigError
-from sync.link import Link, LinkSettings, Message, shared_subscription
+from sync.errors import BrokerError, ConfigError
+from sync.mqtt.link import Link
+from sync.mqtt.settings import BrokerConfig, LinkSettings, Message, shared_subscription
 
 _ids = itertools.count()
 

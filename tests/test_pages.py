@@ -16,8 +16,7 @@ from fixtures_pages import (
 )
 from PIL import Image
 
-from agent.errors import InputError
-from agent.pages import (
+from agent.capture.pages import (
     PageCheck,
     check_page,
     deskew,
@@ -28,6 +27,9 @@ from agent.pages import (
     prepare_page,
     turn_upright,
 )
+from agent.errors import exit_code_of
+from device.errors import InputError
+from sync.errors import ExitCode
 
 
 @pytest.mark.parametrize(
@@ -164,7 +166,7 @@ def test_page_below_200_dpi_is_refused_with_its_resolution_and_the_fix() -> None
         prepare_page(text_page(150), 150)
     assert "200 dpi" in caught.value.message
     assert "300 dpi" in caught.value.hint
-    assert caught.value.exit_code == 2
+    assert exit_code_of(caught.value) == ExitCode.input_file
 
 
 def test_check_alone_flags_low_resolution_without_refusing() -> None:

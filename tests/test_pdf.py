@@ -15,9 +15,8 @@ import zbar
 from fixtures_pages import color_page, receipt_page, short_lines_page, text_page, turned
 from PIL import Image
 
-from agent.errors import InputError
-from agent.pages import ink_mask, prepare_page
-from agent.pdf import (
+from agent.capture.pages import ink_mask, prepare_page
+from agent.capture.pdf import (
     DECREE30_NS,
     EncodedPage,
     PdfMetadata,
@@ -26,6 +25,7 @@ from agent.pdf import (
     wrap_jpeg,
     write_pdf,
 )
+from device.errors import InputError
 
 A4_POINTS = (595.28, 841.89)
 DOSSIER = "000.00.20.H56-230512-0003"

@@ -14,7 +14,7 @@ import fixtures_sane
 import pytest
 import sane
 
-from agent.errors import ConfigError, ScannerError
+from device.errors import ScannerError, ScannerSettingError
 from device.sane_options import (
     CAP_HARD_SELECT,
     CAP_INACTIVE,
@@ -538,7 +538,7 @@ def test_sane_status_becomes_a_clear_message(
 def test_impossible_scan_settings_are_a_configuration_error(
     kwargs: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ScannerSettingError) as caught:
         ScanSettings(**kwargs)  # type: ignore[arg-type]
 
     assert caught.value.message == message

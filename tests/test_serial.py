@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ScannerError
+from device.errors import ScannerError
 from device.serial import (
     ReaderNotFoundError,
     SerialCodeReader,

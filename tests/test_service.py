@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import Site
 
-from agent.capture import CaptureResult
-from agent.samples import make_page
-from agent.service import dossier_from_reader, run_agent
+from agent.capture.pipeline import CaptureResult
+from agent.capture.samples import make_page
+from agent.services.capture import dossier_from_reader, run_agent
 
 DOSSIER = "000.00.20.H56-230512-0007"
 
@@ -34,7 +34,9 @@ def test_handheld_reader_line_sets_only_a_valid_dossier(line: str, expected: str
     assert dossier_from_reader(line) == expected
 
 
-def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(site: Site, tmp_path: Path) -> None:
+def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(
+    site: Site, tmp_path: Path
+) -> None:
     master, slave = os.openpty()
     port = os.ttyname(slave)
     hot = tmp_path / "hot"
@@ -45,8 +47,13 @@ def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(site: Site,
     t = threading.Thread(
         target=run_agent,
         args=(cfg,),
-        kwargs={"device": None, "hot_folder": hot, "reader_port": port, "stop": stop,
-                "on_batch": results.append},
+        kwargs={
+            "device": None,
+            "hot_folder": hot,
+            "reader_port": port,
+            "stop": stop,
+            "on_batch": results.append,
+        },
         daemon=True,
     )
     t.start()
@@ -55,7 +62,9 @@ def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(site: Site,
         os.write(master, f"{DOSSIER}\r\n".encode())
         time.sleep(1.0)
         tmp = hot / "scan-0001.png.part"
-        make_page(["ĐƠN ĐỀ NGHỊ", "Kính gửi: UBND xã"], seed=3).save(tmp, format="PNG", dpi=(300, 300))
+        make_page(["ĐƠN ĐỀ NGHỊ", "Kính gửi: UBND xã"], seed=3).save(
+            tmp, format="PNG", dpi=(300, 300)
+        )
         tmp.rename(hot / "scan-0001.png")
         deadline = time.monotonic() + 30
         while not results and time.monotonic() < deadline:

@@ -7,9 +7,9 @@ import io
 import pypdfium2 as pdfium
 import pytest
 
-from agent.codes import CoverSheet, parse_cover_sheet
+from agent.capture.codes import CoverSheet, parse_cover_sheet
+from agent.capture.sheets import cover_sheet_text, render_sheet, write_sheets_pdf
 from agent.errors import CodeError
-from agent.sheets import cover_sheet_text, render_sheet, write_sheets_pdf
 from device.barcodes import Barcode, ZbarReader
 
 DOSSIER = "000.00.20.H56-230512-0003"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.codes import CoverSheet, Signal
-from agent.split import BatchPlan, DocumentPlan, PageFacts, split_batch
+from agent.capture.codes import CoverSheet, Signal
+from agent.capture.split import BatchPlan, DocumentPlan, PageFacts, split_batch
 
 A = "000.00.20.H56-230512-0003"
 B = "000.00.20.H56-230512-0004"

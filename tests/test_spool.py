@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import keys
-from agent.durable import fsync_or_stop
-from agent.envelope import EnvelopeWriter
-from agent.errors import SpoolError
-from agent.spool import RecoveryReport, Spool
+from sync import keys
+from sync.durable import fsync_or_stop
+from sync.envelope.seal import EnvelopeWriter
+from sync.errors import SpoolError
+from sync.spool.store import RecoveryReport, Spool
 
 
 class Clock:

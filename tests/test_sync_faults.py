@@ -28,13 +28,13 @@ from fixtures_sync import (
     warehouse_workers,
 )
 
-from agent import keys
-from agent.config import BrokerConfig, Config, DeviceConfig
-from agent.envelope import iter_segments, manifest_bytes, read_header, read_prefix
-from agent.keys import load_warehouse_private, load_warehouse_public
-from agent.spool import Spool
-from sync.daemons import device_link, sync_once
-from sync.link import Link, LinkSettings
+from agent.config import Config, DeviceConfig
+from agent.services.sync import device_link, sync_once
+from sync import keys
+from sync.envelope.seal import iter_segments, manifest_bytes, read_header, read_prefix
+from sync.keys import load_warehouse_private, load_warehouse_public
+from sync.mqtt.link import Link
+from sync.mqtt.settings import BrokerConfig, LinkSettings
 from sync.protocol import (
     Receipt,
     manifest_topic,
@@ -43,6 +43,7 @@ from sync.protocol import (
     segment_topic,
     sign_receipt,
 )
+from sync.spool.store import Spool
 from sync.uploader import TokenBucket, Uploader, UploadSettings, backoff_delays
 
 

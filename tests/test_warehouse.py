@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 from fixtures_sync import seal
 
-from agent import keys
 from agent.config import Config, DeviceConfig
-from agent.envelope import Header, iter_segments, manifest_bytes, read_header, read_prefix
-from agent.keys import load_warehouse_private
-from sync.index import SqliteIndex
-from sync.link import Message
+from sync import keys
+from sync.envelope.seal import Header, iter_segments, manifest_bytes, read_header, read_prefix
+from sync.keys import load_warehouse_private
+from sync.mqtt.settings import Message
 from sync.protocol import (
     Query,
     manifest_topic,
@@ -31,7 +30,8 @@ from sync.protocol import (
     segment_topic,
     verify_receipt,
 )
-from sync.warehouse import MAX_BAD_BODIES, Ingest, IngestSettings
+from sync.warehouse.index import SqliteIndex
+from sync.warehouse.ingest import MAX_BAD_BODIES, Ingest, IngestSettings
 
 DEVICE = "dev-wh-01"
 

@@ -30,13 +30,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from agent.capture import SealSettings, capture_batch
+from agent.capture.pipeline import SealSettings, capture_batch
+from agent.capture.samples import content_lines, make_page, receipt_page
 from agent.config import CaptureConfig
-from agent.keys import init_device_keys, init_warehouse_keys, load_device_key
-from agent.samples import content_lines, make_page, receipt_page
-from agent.spool import Spool
 from device.barcodes import NaiveZbarReader, ZbarReader
 from device.scanner import ScannedPage
+from sync.keys import init_device_keys, init_warehouse_keys, load_device_key
+from sync.spool.store import Spool
 
 DOSSIER = "000.00.20.H56-230512-0003"
 DISTINCT_TEXT_PAGES = 7

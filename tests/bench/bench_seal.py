@@ -32,9 +32,15 @@ from typing import BinaryIO, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from agent.envelope import EnvelopeWriter, iter_segments, open_envelope, read_header, read_prefix
-from agent.keys import init_device_keys, init_warehouse_keys, load_device_key
-from agent.keys import load_warehouse_private as load_private
+from sync.envelope.seal import (
+    EnvelopeWriter,
+    iter_segments,
+    open_envelope,
+    read_header,
+    read_prefix,
+)
+from sync.keys import init_device_keys, init_warehouse_keys, load_device_key
+from sync.keys import load_warehouse_private as load_private
 
 CHUNK = 64 * 1024
 MB = 1_000_000

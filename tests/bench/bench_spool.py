@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.spool import Spool
+from sync.spool.store import Spool
 
 ROW = "INSERT INTO documents (doc_id, batch_id, state, bytes, pages, created_at)"
 
@@ -88,7 +88,7 @@ def build_backlog(root: Path, docs: int) -> None:
 CHILD = """
 import os, sys
 from pathlib import Path
-from agent.spool import Spool
+from sync.spool.store import Spool
 spool = Spool(Path(sys.argv[1]))
 spool.begin_batch(sys.argv[2])
 i = 0

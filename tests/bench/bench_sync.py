@@ -40,16 +40,18 @@ from fixtures_mqtt import Broker, start_mosquitto  # noqa: E402
 from fixtures_sync import seal, spool_documents, stored_documents, via, warehouse_workers  # noqa: E402
 
 from agent.config import Config  # noqa: E402
-from agent.envelope import iter_segments, manifest_bytes, read_header, read_prefix  # noqa: E402
-from agent.errors import BrokerError  # noqa: E402
-from agent.keys import load_warehouse_private, load_warehouse_public  # noqa: E402
-from agent.spool import Spool  # noqa: E402
-from sync.daemons import device_link, reconnect_delays  # noqa: E402
-from sync.index import SqliteIndex  # noqa: E402
-from sync.link import Link, LinkSettings, PendingPublish  # noqa: E402
+from agent.services.sync import device_link  # noqa: E402
+from agent.wiring import reconnect_delays  # noqa: E402
+from sync.envelope.seal import iter_segments, manifest_bytes, read_header, read_prefix  # noqa: E402
+from sync.errors import BrokerError  # noqa: E402
+from sync.keys import load_warehouse_private, load_warehouse_public  # noqa: E402
+from sync.mqtt.link import Link, PendingPublish  # noqa: E402
+from sync.mqtt.settings import LinkSettings  # noqa: E402
 from sync.protocol import manifest_topic, segment_topic  # noqa: E402
+from sync.spool.store import Spool  # noqa: E402
 from sync.uploader import Uploader, UploadSettings  # noqa: E402
-from sync.warehouse import Ingest, IngestSettings  # noqa: E402
+from sync.warehouse.index import SqliteIndex  # noqa: E402
+from sync.warehouse.ingest import Ingest, IngestSettings  # noqa: E402
 
 
 @dataclass

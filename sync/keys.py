@@ -37,9 +37,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey, MLKEM768X25519PublicKey
 
-from agent.config import valid_device_id
-from agent.durable import atomic_write
-from agent.errors import ConfigError, CryptoError
+from sync.durable import atomic_write
+from sync.errors import ConfigError, CryptoError
+from sync.protocol import valid_device_id
 
 PRIVATE_FORMAT = "sohoa-warehouse-key/1"
 PUBLIC_FORMAT = "sohoa-warehouse-pub/1"

@@ -16,8 +16,6 @@ import queue
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -27,80 +25,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import BrokerConfig
-from agent.errors import BrokerError, ConfigError
+from sync.errors import BrokerError, ConfigError
+from sync.mqtt.settings import LinkSettings, Message
 
 log = logging.getLogger(__name__)
 
 UNREACHABLE_HINT = "check [broker] url and that mosquitto is running"
 REFUSED_HINT = "check [broker] url, the device certificate and credentials, and the broker ACL"
 LINK_HINT = "the link is slow or down; reconnect and retry (the spool keeps the data)"
-
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    host: str
-    port: int
-    client_id: str
-    username: str | None = None
-    password: str | None = None
-    tls_ca: Path | None = None  # mqtts when a CA is given
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    clean_start: bool = False  # persistent session by default
-    session_expiry_s: int = 7 * 24 * 3600
-    keepalive_s: int = 30
-    will: Message | None = None
-    max_inflight: int = 64  # paho's default of 20 starves a high-latency link
-    connect_timeout_s: float = 10.0
-
-    @classmethod
-    def from_config(
-        cls,
-        broker: BrokerConfig,
-        client_id: str,
-        *,
-        will: Message | None = None,
-        clean_start: bool = False,
-        username: str | None = None,
-    ) -> LinkSettings:
-        """Settings for ``broker``; its paths must already be resolved against the home."""
-        if broker.tls and broker.ca is None:
-            raise ConfigError(
-                f"[broker] url = {broker.url!r} asks for TLS but [broker] ca is empty",
-                "set ca to the CA bundle that signed the broker's certificate",
-            )
-        if not broker.tls and (broker.ca or broker.cert or broker.key):
-            raise ConfigError(
-                f"[broker] url = {broker.url!r} is plain MQTT but ca/cert/key are set",
-                "use an mqtts:// url to connect with TLS, or clear ca, cert and key",
-            )
-        return cls(
-            host=broker.host,
-            port=broker.port,
-            client_id=client_id,
-            username=username,
-            tls_ca=broker.ca,
-            tls_cert=broker.cert,
-            tls_key=broker.key,
-            clean_start=clean_start,
-            session_expiry_s=broker.session_expiry_s,
-            keepalive_s=broker.keepalive_s,
-            will=will,
-        )
-
-
-def shared_subscription(group: str, topic_filter: str) -> str:
-    """The filter that makes subscribers in ``group`` split the messages of ``topic_filter``."""
-    return f"$share/{group}/{topic_filter}"
 
 
 def describe(code: ReasonCode) -> str:

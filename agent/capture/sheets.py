@@ -14,7 +14,7 @@ from typing import BinaryIO
 import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
-from agent.codes import COVER_PREFIX, parse_cover_sheet
+from agent.capture.codes import COVER_PREFIX, parse_cover_sheet
 from agent.errors import CodeError
 
 FONT_PATHS = (

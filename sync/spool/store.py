@@ -24,16 +24,17 @@ from typing import Any
 
 import sqlite_utils
 
-from agent.audit import AuditEntry, chain_entry
-from agent.config import Config
-from agent.durable import fsync_dir, fsync_file, iso
-from agent.errors import SpoolError, SpoolFullError
+from sync.durable import fsync_dir, fsync_file, iso
+from sync.errors import SpoolError, SpoolFullError
+from sync.spool.audit import AuditEntry, chain_entry
+from sync.spool.status import ScannerStatus, load_scanner_status
 
 log = logging.getLogger("sohoa.spool")
 
 STATES = ("captured", "sealed", "queued", "sent", "stored", "purged")
 PENDING = ("captured", "sealed", "queued", "sent")
 ENVELOPE_SUFFIX = ".env"
+SCANNER_STATUS_KEY = "scanner_status"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -225,6 +226,17 @@ class Spool:
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def scanner_status(self) -> ScannerStatus:
+        """What capture last recorded about the scanner (see ``sync.spool.status``)."""
+        return load_scanner_status(self.get_meta(SCANNER_STATUS_KEY))
+
+    def record_scanner(self, status: ScannerStatus) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (SCANNER_STATUS_KEY, status.dumps()),
+            )
 
     # -- capture side ----------------------------------------------------------
 
@@ -542,7 +554,7 @@ class Spool:
 
     def _adopt(self, doc_id: str) -> int:
         """Index an envelope that has no row (e.g. a restored index); 1 if adopted."""
-        from agent.envelope import read_header  # local: envelope imports nothing of ours
+        from sync.envelope.seal import read_header  # local: envelope imports nothing of ours
 
         f = self.envelope_path(doc_id)
         try:
@@ -579,8 +591,3 @@ def _sha(text: str) -> str:
 
 def is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def open_spool(cfg: Config) -> Spool:
-    """The device's spool under its home, with the configured free-space reserve."""
-    return Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20)

@@ -19,8 +19,9 @@ from typing import Protocol
 
 from PIL import Image, ImageCms, TiffImagePlugin
 
-from agent.errors import InputError, MissingDependencyError
-from agent.pages import flat_mode, ink_mask
+from agent.capture.pages import flat_mode, ink_mask
+from device.errors import InputError
+from sync.errors import MissingDependencyError
 
 PROFILES = ("text", "color", "lossless")
 JPEG_QUALITY = 85

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageChops, ImageFilter
 
-from agent.errors import InputError
+from device.errors import InputError
 
 WORK_DPI = 75
 ORIENTATION_DPI = 150

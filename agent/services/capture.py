@@ -14,38 +14,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.capture import CaptureResult, SealSettings, capture_batch
-from agent.codes import parse_dossier_code, parse_lookup_url
+from agent.capture.codes import parse_dossier_code, parse_lookup_url
+from agent.capture.pipeline import CaptureResult, record_scanner_failure
+from agent.capture.wiring import Capture, scan_settings, seal_settings
 from agent.config import Config
-from agent.errors import CodeError, ScannerError, SohoaError, SpoolError
-from agent.keys import load_device_key, load_warehouse_public
-from agent.spool import Spool, open_spool
-from device.barcodes import ZbarReader
-from device.scanner import PageSource, ScannedPage, ScanSettings
+from agent.errors import FAILURES, CodeError, Failure
+from agent.wiring import open_spool
+from device.errors import ScannerError
+from device.scanner import PageSource, ScannedPage
+from sync.errors import SohoaError, SpoolError
 
 log = logging.getLogger("sohoa.agent")
 
-
-def seal_settings(cfg: Config) -> SealSettings:
-    """What sealing needs from the configuration: device key and pinned warehouse key."""
-    return SealSettings(
-        device_id=cfg.device.id,
-        device_key=load_device_key(cfg.path(cfg.device.key)),
-        warehouse=load_warehouse_public(cfg.path(cfg.warehouse.public_key)),
-        segment_size=cfg.spool.segment_size,
-        permanent_types=cfg.capture.permanent_types,
-    )
-
-
-def scan_settings(cfg: Config) -> ScanSettings:
-    return ScanSettings(
-        source=cfg.capture.scanner_source,
-        mode=cfg.capture.scanner_mode,
-        resolution=cfg.capture.scanner_resolution,
-    )
+HOT_FOLDER_POLL_S = 1.0
+SCANNER_RETRY_S = 5.0
+WATCHDOG_S = 5.0
 
 
 def dossier_from_reader(code: str) -> str | None:
@@ -109,6 +95,72 @@ def _reader_loop(port: str, preset: PresetDossier, stop: threading.Event) -> Non
             reader.close()
 
 
+@dataclass
+class _Service:
+    """The capture service's shared parts: configuration, preset dossier, stop flag."""
+
+    cfg: Config
+    stop: threading.Event
+    on_batch: Callable[[CaptureResult], None]
+    preset: PresetDossier = field(default_factory=PresetDossier)
+
+    def batch(self, capture: Capture, source: PageSource) -> None:
+        """One batch; a failing batch is logged and the service carries on."""
+        try:
+            result = capture.run(source, preset_dossier=self.preset.take())
+        except SpoolError:
+            raise
+        except FAILURES as exc:
+            log.error("batch failed reason=%s", exc.message)
+            return
+        log.info(
+            "batch captured batch=%s pages=%d documents=%d status=%s",
+            result.batch_id,
+            result.pages_in,
+            len(result.documents),
+            result.status,
+        )
+        self.on_batch(result)
+
+    def hot_loop(self, folder: Path) -> None:
+        from device.files import HotFolder
+
+        hot = HotFolder(folder, done_dir=folder / "done", failed_dir=folder / "failed")
+        with Capture.from_config(self.cfg) as capture:
+            while not self.stop.is_set():
+                for path in hot.ready_files(time.time()):
+                    self.batch(capture, _FileSource(functools.partial(hot.take, path)))
+                self.stop.wait(HOT_FOLDER_POLL_S)
+
+    def button_loop(self, name: str) -> None:
+        from device.scanner import SaneScanner, wait_for_button
+
+        settings = scan_settings(self.cfg)
+        with Capture.from_config(self.cfg) as capture:
+            while not self.stop.is_set():
+                try:
+                    pressed = wait_for_button(name, stop=self.stop)
+                except ScannerError as exc:
+                    log.warning("scanner unavailable reason=%s", exc.message)
+                    record_scanner_failure(capture.spool, exc)
+                    self.stop.wait(SCANNER_RETRY_S)
+                    continue
+                if pressed:
+                    self.batch(capture, SaneScanner(name, settings))
+
+
+def _start(target: Callable[[], None], failures: list[Failure]) -> threading.Thread:
+    def guarded() -> None:
+        try:
+            target()
+        except FAILURES as exc:  # a spool that cannot be trusted stops the service
+            failures.append(exc)
+
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    return thread
+
+
 def run_agent(
     cfg: Config,
     *,
@@ -122,83 +174,24 @@ def run_agent(
     """Capture batches until ``stop`` is set."""
     if not device and not hot_folder:
         raise SohoaError("nothing to capture from", "give --device NAME or --hot-folder DIR")
-    seal = seal_settings(cfg)
-    preset = PresetDossier()
+    seal_settings(cfg)  # a missing or wrong key is reported before the service says READY
+    service = _Service(cfg, stop, on_batch)
     if reader_port:
-        threading.Thread(target=_reader_loop, args=(reader_port, preset, stop), daemon=True).start()
-
-    def batch(source: PageSource, spool: Spool, reader: ZbarReader) -> None:
-        try:
-            result = capture_batch(
-                source,
-                spool=spool,
-                reader=reader,
-                capture=cfg.capture,
-                seal=seal,
-                preset_dossier=preset.take(),
-            )
-        except SpoolError:
-            raise
-        except SohoaError as exc:
-            log.error("batch failed reason=%s", exc.message)
-            return
-        log.info(
-            "batch captured batch=%s pages=%d documents=%d status=%s",
-            result.batch_id,
-            result.pages_in,
-            len(result.documents),
-            result.status,
-        )
-        on_batch(result)
-
-    def hot_loop(folder: Path) -> None:
-        from device.files import HotFolder
-
-        hot = HotFolder(folder, done_dir=folder / "done", failed_dir=folder / "failed")
-        with open_spool(cfg) as spool:
-            reader = ZbarReader()
-            while not stop.is_set():
-                for path in hot.ready_files(time.time()):
-                    batch(_FileSource(functools.partial(hot.take, path)), spool, reader)
-                stop.wait(1.0)
-
-    def button_loop(name: str) -> None:
-        from device.scanner import SaneScanner, wait_for_button
-
-        settings = scan_settings(cfg)
-        with open_spool(cfg) as spool:
-            reader = ZbarReader()
-            while not stop.is_set():
-                try:
-                    pressed = wait_for_button(name, stop=stop)
-                except ScannerError as exc:
-                    log.warning("scanner unavailable reason=%s", exc.message)
-                    stop.wait(5)
-                    continue
-                if pressed:
-                    batch(SaneScanner(name, settings), spool, reader)
-
-    with Spool(cfg.home / "spool") as spool:
+        threading.Thread(
+            target=_reader_loop, args=(reader_port, service.preset, stop), daemon=True
+        ).start()
+    with open_spool(cfg) as spool:
         spool.recover()
-    failures: list[SohoaError] = []
-
-    def guarded(fn: Callable[[str], None] | Callable[[Path], None], arg: object) -> None:
-        try:
-            fn(arg)  # type: ignore[arg-type]
-        except SohoaError as exc:  # a spool that cannot be trusted stops the service
-            failures.append(exc)
-
+    failures: list[Failure] = []
     workers = []
     if hot_folder:
-        workers.append(threading.Thread(target=guarded, args=(hot_loop, hot_folder), daemon=True))
+        workers.append(_start(functools.partial(service.hot_loop, hot_folder), failures))
     if device:
-        workers.append(threading.Thread(target=guarded, args=(button_loop, device), daemon=True))
-    for w in workers:
-        w.start()
+        workers.append(_start(functools.partial(service.button_loop, device), failures))
     notify("READY=1")
     while not stop.is_set() and all(w.is_alive() for w in workers):
         notify("WATCHDOG=1")
-        stop.wait(5.0)
+        stop.wait(WATCHDOG_S)
     stop.set()
     for w in workers:
         w.join(10)

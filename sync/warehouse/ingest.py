@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.durable import atomic_write, fsync_dir, iso
-from agent.envelope import (
+from sync.durable import atomic_write, fsync_dir, iso
+from sync.envelope.payload import PayloadError, unpack_payload
+from sync.envelope.seal import (
     Header,
     open_envelope,
     parse_manifest,
@@ -35,11 +36,9 @@ from agent.envelope import (
     verify_header,
     write_envelope,
 )
-from agent.errors import EnvelopeError
-from agent.keys import WarehousePrivate, load_enrolled
-from agent.payload import PayloadError, unpack_payload
-from sync.index import DocumentIndex, StoredDocument
-from sync.link import Message
+from sync.errors import EnvelopeError
+from sync.keys import WarehousePrivate, load_enrolled
+from sync.mqtt.settings import Message
 from sync.protocol import (
     ProtocolError,
     Query,
@@ -49,6 +48,7 @@ from sync.protocol import (
     receipt_topic,
     sign_receipt,
 )
+from sync.warehouse.index import DocumentIndex, StoredDocument
 
 log = logging.getLogger("sohoa.warehouse")
 

@@ -34,11 +34,10 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.config import SUITES as CONFIG_SUITES
-from agent.errors import EnvelopeError
+from sync.errors import EnvelopeError
 
 VERSION = 1
-SUITES = CONFIG_SUITES  # one list: configuration validates against it too
+SUITES = ("x25519", "mlkem768-x25519")  # configuration validates against this list too
 CLASSES = ("cover", "normal")
 TAG_SIZE = 16
 MIN_SEGMENT_SIZE = 64

@@ -12,7 +12,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.errors import SpoolError
+from sync.errors import SpoolError
 
 
 def iso(ts: float) -> str:

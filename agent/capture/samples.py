@@ -17,8 +17,8 @@ import numpy as np
 import qrcode
 from PIL import Image, ImageChops, ImageDraw
 
-from agent.errors import BarcodeError
-from agent.sheets import load_font
+from agent.capture.sheets import load_font
+from device.errors import BarcodeError
 
 SYMBOLOGIES = ("QRCODE", "CODE128", "CODE39")
 MM_PER_INCH = 25.4

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from agent.codes import CoverSheet, Signal
+from agent.capture.codes import CoverSheet, Signal
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from agent.envelope_header import (
+from sync.envelope.header import (
     CLASSES,
     ID_PATTERN,
     MAX_PREFIX,
@@ -79,8 +79,8 @@ from agent.envelope_header import (
     tamper_error,
     verify_header,
 )
-from agent.errors import CryptoError, EnvelopeError
-from agent.keys import WarehousePrivate, WarehousePublic
+from sync.errors import CryptoError, EnvelopeError
+from sync.keys import WarehousePrivate, WarehousePublic
 
 __all__ = [
     "LEAD_SIZE",

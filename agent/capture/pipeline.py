@@ -1,0 +1,296 @@
+"""One batch through the pipeline, as named steps:
+
+read page -> barcodes -> checks -> encode to scratch -> split -> seal -> commit.
+
+Pages stream one at a time; only small facts about each page stay in memory
+until the batch is split. What happened to the scanner (present, last error,
+jams) is recorded in the spool for the sync service's health report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from agent.capture.codes import Signal, interpret
+from agent.capture.pages import PageCheck, prepare_page
+from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
+from agent.capture.results import CaptureResult, DocumentResult
+from agent.capture.scratch import Scratch
+from agent.capture.sealing import PageRecord, SealSettings, pack_page, seal_document
+from agent.capture.split import BatchPlan, DocumentPlan, PageFacts, split_batch
+from agent.config import CaptureConfig
+from device.barcodes import BarcodeReader
+from device.errors import InputError, PaperJamError, ScannerError
+from device.scanner import PageSource, ScannedPage
+from sync.errors import SohoaError, SpoolError, SpoolFullError
+from sync.spool.status import scanner_failed, scanner_seen
+from sync.spool.store import Spool, is_disk_full
+
+__all__ = ["CaptureResult", "DocumentResult", "SealSettings", "capture_batch"]
+
+log = logging.getLogger("sohoa.capture")
+
+
+def new_id(prefix: str, clock: Callable[[], float]) -> str:
+    """Sortable random id with no personal data: <prefix><utc time><random>."""
+    return prefix + time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock())) + secrets.token_hex(6)
+
+
+def _now(clock: Callable[[], float]) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
+
+
+def record_scanner_failure(
+    spool: Spool, exc: ScannerError, clock: Callable[[], float] = time.time
+) -> None:
+    """Keep the scanner's last error (one line, no personal data) for the health report."""
+    line = exc.line().removeprefix("error: ")
+    jam = isinstance(exc, PaperJamError)
+    spool.record_scanner(
+        scanner_failed(spool.scanner_status(), error=line, at=_now(clock), jam=jam)
+    )
+
+
+@dataclass
+class _Batch:
+    """What one batch has gathered so far; only small facts per page."""
+
+    batch_id: str
+    warnings: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    status: str = "complete"
+    facts: list[PageFacts] = field(default_factory=list)
+    records: list[PageRecord] = field(default_factory=list)
+    barcode_pages: int = 0
+
+    def stop(self, status: str, flag: str, warning: str) -> None:
+        """The batch ends early with ``status``; what was captured so far is kept."""
+        self.status = status
+        self.flags.append(flag)
+        self.warnings.append(warning)
+
+
+def _read_pages(
+    source: PageSource, batch: _Batch, spool: Spool, clock: Callable[[], float]
+) -> Iterator[ScannedPage]:
+    """The source's pages; a jam or a bad file ends the batch, keeping what came before."""
+    pages = source.pages()
+    scanner = getattr(source, "device_name", None)
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        except (ScannerError, InputError) as exc:
+            if isinstance(exc, ScannerError):
+                record_scanner_failure(spool, exc, clock)
+            batch.stop("interrupted", "interrupted", exc.line().removeprefix("error: "))
+            return
+        if scanner and page.index == 0:
+            spool.record_scanner(scanner_seen(spool.scanner_status(), model=str(scanner)))
+        yield page
+
+
+def _encode(page: ScannedPage, image: Any, check: PageCheck, profile: str) -> EncodedPage:
+    """A colour JPEG from the scanner is wrapped as it is, unless deskew changed it."""
+    if page.jpeg is not None and profile == "color" and "deskewed" not in check.flags:
+        return wrap_jpeg(page.jpeg, page.dpi)
+    return encode_page(image, page.dpi, profile)
+
+
+def _stash(scratch: Scratch, encoded: EncodedPage) -> tuple[int, int]:
+    try:
+        return scratch.append(pack_page(encoded))
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise SpoolFullError(
+            "Bộ nhớ đầy khi đang quét, lô này chưa được lưu / "
+            "disk full while scanning, this batch was not saved",
+            "chờ đồng bộ giải phóng bộ nhớ rồi quét lại / "
+            "wait for sync to free space, then scan the batch again",
+        ) from exc
+
+
+def _take_page(
+    page: ScannedPage,
+    batch: _Batch,
+    reader: BarcodeReader,
+    capture: CaptureConfig,
+    scratch: Scratch,
+) -> None:
+    """Barcodes, checks and encoding for one page; only its facts stay in memory."""
+    index = len(batch.records)
+    barcodes = reader.read(page.image, index)
+    signals = tuple(interpret(b, capture.separator_text) for b in barcodes)
+    batch.barcode_pages += bool(barcodes)
+    try:
+        image, check = prepare_page(
+            page.image,
+            page.dpi,
+            min_dpi=capture.min_dpi,
+            blank_threshold=capture.blank_threshold,
+            do_deskew=capture.deskew,
+        )
+    except InputError as exc:
+        batch.warnings.append(
+            f"trang {index + 1} / page {index + 1}: " + exc.line().removeprefix("error: ")
+        )
+        batch.flags.append("rejected_pages")
+        batch.records.append(PageRecord(None, "", {"rejected": True}))
+        # not blank: it is no page of any document (see below), and no "blank kept" warning
+        batch.facts.append(PageFacts(index=index, signals=signals, blank=False))
+        return
+    encoded = _encode(page, image, check, capture.profile)
+    checks = {
+        "blank": check.blank,
+        "skew_deg": round(check.skew_deg, 2),
+        "flags": list(check.flags),
+    }
+    batch.records.append(
+        PageRecord(_stash(scratch, encoded), hashlib.sha256(encoded.data).hexdigest(), checks)
+    )
+    batch.facts.append(PageFacts(index=index, signals=signals, blank=check.blank))
+
+
+def with_preset_dossier(facts: list[PageFacts], dossier: str | None) -> list[PageFacts]:
+    """A dossier code given before the batch (typed or from the handheld reader) acts
+    as if the first page carried it."""
+    if not dossier or not facts:
+        return facts
+    first = facts[0]
+    signal = Signal("dossier", first.index, dossier_code=dossier)
+    return [PageFacts(first.index, (signal, *first.signals), first.blank), *facts[1:]]
+
+
+def kept_documents(plan: BatchPlan, records: list[PageRecord]) -> list[DocumentPlan]:
+    """A refused page stays in the batch record but never in a document."""
+    return [
+        replace(doc, pages=kept)
+        for doc in plan.documents
+        if (kept := tuple(i for i in doc.pages if records[i].handle is not None))
+    ]
+
+
+def _seal_all(
+    documents: list[DocumentPlan],
+    batch: _Batch,
+    scratch: Scratch,
+    spool: Spool,
+    seal: SealSettings,
+    profile: str,
+    clock: Callable[[], float],
+) -> list[DocumentResult]:
+    """Seal each document; a full disk stops here and says how many must be rescanned."""
+    results: list[DocumentResult] = []
+    for n, doc in enumerate(documents):
+        doc_id = new_id("d", clock)
+        try:
+            results.append(
+                seal_document(
+                    doc,
+                    batch.records,
+                    scratch,
+                    doc_id=doc_id,
+                    batch_id=batch.batch_id,
+                    spool=spool,
+                    seal=seal,
+                    profile=profile,
+                    clock=clock,
+                )
+            )
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise SpoolError(
+                    f"cannot write the spool ({exc.strerror})", "check the storage card"
+                ) from exc
+            _discard(spool.temp_envelope(doc_id))
+            left = len(documents) - n
+            batch.stop(
+                "disk_full",
+                "disk_full",
+                f"Bộ nhớ đầy: {left} tài liệu chưa được lưu, hãy quét lại sau khi đồng bộ / "
+                f"disk full: {left} document(s) not saved — rescan them after sync frees space",
+            )
+            break
+    return results
+
+
+def _result(batch: _Batch, plan: BatchPlan, results: list[DocumentResult]) -> CaptureResult:
+    if not batch.records and batch.status == "complete":
+        raise SohoaError(
+            "the batch had no pages", "put paper in the feeder or check the input path"
+        )
+    log.info(
+        "batch done batch=%s pages=%d documents=%d status=%s",
+        batch.batch_id,
+        len(batch.records),
+        len(results),
+        batch.status,
+    )
+    if batch.status == "disk_full" and not results:
+        raise SpoolFullError(batch.warnings[-1], "free space, then scan again")
+    return CaptureResult(
+        batch_id=batch.batch_id,
+        pages_in=len(batch.records),
+        separators=plan.separators,
+        warnings=tuple(batch.warnings),
+        documents=tuple(results),
+        flags=tuple(dict.fromkeys(batch.flags)),
+        status=batch.status,
+    )
+
+
+def capture_batch(
+    source: PageSource,
+    *,
+    spool: Spool,
+    reader: BarcodeReader,
+    capture: CaptureConfig,
+    seal: SealSettings,
+    preset_dossier: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> CaptureResult:
+    """Run one feeder batch to sealed, queued envelopes and say what happened."""
+    spool.check_space()
+    batch = _Batch(new_id("b", clock))
+    spool.begin_batch(batch.batch_id)
+    scratch = Scratch(spool.tmp_dir / f"batch-{batch.batch_id}.scratch")
+    try:
+        for page in _read_pages(source, batch, spool, clock):
+            _take_page(page, batch, reader, capture, scratch)
+            del page
+        facts = with_preset_dossier(batch.facts, preset_dossier)
+        plan = split_batch(facts, drop_blank=capture.drop_blank)
+        batch.warnings.extend(plan.warnings)
+        batch.flags.extend(plan.flags)
+        page_sha256 = [r.sha256 for r in batch.records]
+        spool.record_batch_pages(batch.batch_id, page_sha256, list(plan.separators))
+        documents = kept_documents(plan, batch.records)
+        results = _seal_all(documents, batch, scratch, spool, seal, capture.profile, clock)
+        spool.end_batch(
+            batch.batch_id,
+            page_sha256=page_sha256,
+            separators=list(plan.separators),
+            documents=[d.doc_id for d in results],
+            warnings=batch.warnings,
+            blank=sum(1 for f in batch.facts if f.blank),
+            barcode_pages=batch.barcode_pages,
+            status=batch.status,
+        )
+    finally:
+        scratch.close()
+    return _result(batch, plan, results)
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,159 @@
+"""Sealing one planned document: its pages from scratch, a PDF, an envelope, the spool.
+
+The PDF is written straight into the envelope writer, so the document exists
+in clear only in memory, one segment at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.capture.pdf import EncodedPage, PdfMetadata, PdfWriter
+from agent.capture.results import DocumentResult, document_metadata
+from agent.capture.scratch import Scratch
+from agent.capture.split import DocumentPlan
+from sync.envelope.header import Header
+from sync.envelope.payload import payload_head
+from sync.envelope.seal import EnvelopeWriter
+from sync.keys import WarehousePublic
+from sync.spool.store import Spool
+
+
+@dataclass(frozen=True)
+class SealSettings:
+    device_id: str
+    device_key: Ed25519PrivateKey
+    warehouse: WarehousePublic
+    segment_size: int = 64 * 1024
+    permanent_types: tuple[str, ...] = ()
+
+    def suite_for(self, doc_type: str | None) -> str:
+        return "mlkem768-x25519" if doc_type and doc_type in self.permanent_types else "x25519"
+
+
+@dataclass
+class PageRecord:
+    """What the batch keeps of one page: where its encoded image is, its hash, its checks."""
+
+    handle: tuple[int, int] | None
+    sha256: str
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+def pack_page(page: EncodedPage) -> bytes:
+    head = {k: v for k, v in asdict(page).items() if k != "data"}
+    head["decode_parms"] = dict(page.decode_parms)
+    raw = json.dumps(head).encode()
+    return len(raw).to_bytes(4, "big") + raw + page.data
+
+
+def unpack_page(blob: bytes) -> EncodedPage:
+    n = int.from_bytes(blob[:4], "big")
+    head = json.loads(blob[4 : 4 + n])
+    return EncodedPage(data=blob[4 + n :], **head)
+
+
+def _write_pdf(
+    writer: EnvelopeWriter, plan: DocumentPlan, pages: list[PageRecord], scratch: Scratch
+) -> str:
+    """The document's PDF into the envelope; its SHA-256 (PdfWriter hashes as it writes)."""
+    pdf = PdfWriter(
+        writer,
+        PdfMetadata(
+            file_code=plan.dossier_code,
+            type_name=plan.doc_type,
+            page_amount=len(plan.pages),
+            description=plan.doc_code,
+        ),
+    )
+    for i in plan.pages:
+        handle = pages[i].handle
+        if handle is not None:
+            pdf.add_page(unpack_page(scratch.read(handle)))
+    pdf.close()
+    return pdf.sha256
+
+
+def _write_envelope(
+    fh: BinaryIO,
+    plan: DocumentPlan,
+    pages: list[PageRecord],
+    scratch: Scratch,
+    meta: dict[str, Any],
+    seal: SealSettings,
+    doc_class: str,
+) -> tuple[Header, str]:
+    writer = EnvelopeWriter(
+        fh,
+        device_id=seal.device_id,
+        doc_id=meta["doc_id"],
+        warehouse=seal.warehouse,
+        device_key=seal.device_key,
+        suite=seal.suite_for(plan.doc_type),
+        segment_size=seal.segment_size,
+        doc_class=doc_class,
+    )
+    writer.write(payload_head(meta))
+    pdf_sha256 = _write_pdf(writer, plan, pages, scratch)
+    writer.write(bytes.fromhex(pdf_sha256))
+    header = writer.close()
+    fh.flush()
+    os.fsync(fh.fileno())
+    return header, pdf_sha256
+
+
+def seal_document(
+    plan: DocumentPlan,
+    pages: list[PageRecord],
+    scratch: Scratch,
+    *,
+    doc_id: str,
+    batch_id: str,
+    spool: Spool,
+    seal: SealSettings,
+    profile: str,
+    clock: Callable[[], float],
+) -> DocumentResult:
+    """Seal ``plan`` into the spool as one envelope and say what was stored."""
+    tmp = spool.temp_envelope(doc_id)
+    meta = document_metadata(
+        plan,
+        doc_id=doc_id,
+        batch_id=batch_id,
+        device_id=seal.device_id,
+        profile=profile,
+        captured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock())),
+        page_checks=[pages[i].checks for i in plan.pages],
+    )
+    doc_class = "cover" if "cover_sheet" in plan.flags else "normal"
+    with tmp.open("wb") as fh:
+        header, pdf_sha256 = _write_envelope(fh, plan, pages, scratch, meta, seal, doc_class)
+    committed = spool.commit_document(
+        tmp,
+        doc_id=doc_id,
+        batch_id=batch_id,
+        pages=len(plan.pages),
+        page_sha256=[pages[i].sha256 for i in plan.pages],
+        pdf_sha256=pdf_sha256,
+        ciphertext_sha256=header.ciphertext_sha256,
+        doc_class=doc_class,
+    )
+    return DocumentResult(
+        doc_id=doc_id,
+        dossier_code=plan.dossier_code,
+        owner_id=plan.owner_id,
+        doc_type=plan.doc_type,
+        tthc_code=plan.tthc_code,
+        doc_code=plan.doc_code,
+        pages=len(plan.pages),
+        bytes=committed.bytes,
+        flags=plan.flags,
+        pdf_sha256=pdf_sha256,
+    )

@@ -1,0 +1,183 @@
+"""``sohoa sync``: the device's link service.
+
+Reconnection is the outer loop, with exponential back-off and jitter; inside,
+one connection at a time: birth, health, then the uploader drains the spool
+until the link drops, the deadline passes or (``once``) nothing is pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.config import Config
+from agent.health import health_payload, now_iso
+from agent.wiring import broker_config, open_spool, reconnect_delays
+from sync import __version__
+from sync.errors import BrokerError, IncompleteError
+from sync.keys import WarehousePublic, load_warehouse_public
+from sync.mqtt.link import Link
+from sync.mqtt.settings import LinkSettings, Message
+from sync.protocol import Birth, health_topic, state_topic
+from sync.spool.store import Spool
+from sync.uploader import Uploader, UploadSettings
+
+log = logging.getLogger("sohoa.sync")
+
+IDLE_POLL_S = 2.0
+
+
+def birth(device: str, online: bool) -> bytes:
+    return Birth(device=device, online=online, version=__version__, ts=now_iso()).to_bytes()
+
+
+def device_link(cfg: Config) -> Link:
+    """A persistent-session link as this device, whose Last Will says it went offline."""
+    will = Message(state_topic(cfg.device.id), birth(cfg.device.id, False), qos=1, retain=True)
+    settings = LinkSettings.from_config(
+        broker_config(cfg),
+        cfg.device.id,
+        will=will,
+        clean_start=False,
+        username=cfg.device.id,
+    )
+    return Link(settings)
+
+
+def _say_offline(link: Link, device: str) -> None:
+    """A clean stop does not fire the Last Will, so say it ourselves."""
+    if link.connected:
+        with contextlib.suppress(BrokerError):
+            link.publish(state_topic(device), birth(device, False), retain=True, timeout_s=5)
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    stored: int
+    pending: int
+    rejected: int
+    rejections: dict[str, str]
+    last_error: str | None = None
+
+
+@dataclass
+class _Tally:
+    stored: int = 0
+    rejected: int = 0
+    rejections: dict[str, str] = field(default_factory=dict)
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=10))
+
+    def outcome(self, pending: int) -> SyncOutcome:
+        last = self.errors[-1] if self.errors else None
+        return SyncOutcome(self.stored, pending, self.rejected, dict(self.rejections), last)
+
+
+@dataclass
+class _SyncRun:
+    """The state one ``run_sync`` call carries across connections."""
+
+    cfg: Config
+    spool: Spool
+    warehouse: WarehousePublic
+    once: bool
+    deadline: float
+    stop: threading.Event
+    notify: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+    tally: _Tally = field(default_factory=_Tally)
+
+    def _health(self, rtt_ms: float | None) -> bytes:
+        return health_payload(self.cfg, self.spool, self.started, rtt_ms, list(self.tally.errors))
+
+    def _uploader(self, link: Link) -> Uploader:
+        s = self.cfg.sync
+        settings = UploadSettings(
+            self.cfg.device.id, s.window, s.receipt_timeout_s, s.bandwidth_kbps
+        )
+        return Uploader(link, self.spool, settings, self.warehouse.signing)
+
+    def connect(self, link: Link) -> float:
+        """Connect, announce birth and health without waiting; the connect time in ms."""
+        t0 = time.monotonic()
+        link.connect()
+        rtt = (time.monotonic() - t0) * 1000
+        device = self.cfg.device.id
+        link.publish_nowait(state_topic(device), birth(device, True), retain=True)
+        link.publish_nowait(health_topic(device), self._health(rtt), retain=True)
+        return rtt
+
+    def upload(self, link: Link, rtt: float) -> bool:
+        """Drain the spool on this connection; True when ``once`` is satisfied."""
+        up = self._uploader(link)
+        up.start()
+        interval = self.cfg.sync.health_interval_s
+        last_health = time.monotonic()
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            left, rej = up.drain(min(self.deadline, time.monotonic() + interval))
+            self.tally.stored += up.stats.stored
+            self.tally.rejected = rej
+            up.stats.stored = 0
+            self.tally.rejections.update(up.stats.rejections)
+            done = self.once and left == 0
+            if done or time.monotonic() - last_health >= interval:
+                link.publish(health_topic(self.cfg.device.id), self._health(rtt), retain=True)
+                last_health = time.monotonic()
+            if done:
+                return True
+            self.notify("WATCHDOG=1")
+            if left == 0:
+                self.stop.wait(IDLE_POLL_S)
+                self.spool.purge_expired(self.cfg.spool.retention_days * 86400)
+        return False
+
+
+def run_sync(
+    cfg: Config,
+    *,
+    once: bool,
+    timeout_s: float | None,
+    stop: threading.Event | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> SyncOutcome:
+    """Upload the spool. ``once``: drain and return; else run until ``stop``."""
+    stop = stop or threading.Event()
+    warehouse = load_warehouse_public(cfg.path(cfg.warehouse.public_key))
+    deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
+    with open_spool(cfg) as spool:
+        spool.recover()
+        run = _SyncRun(cfg, spool, warehouse, once, deadline, stop, notify or (lambda _s: None))
+        delays = reconnect_delays()
+        while not stop.is_set() and time.monotonic() < deadline:
+            link = device_link(cfg)
+            try:
+                rtt = run.connect(link)
+                delays = reconnect_delays()
+                if run.upload(link, rtt):
+                    return run.tally.outcome(0)
+            except BrokerError as exc:
+                run.tally.errors.append(exc.message)
+                log.warning("link down reason=%s", exc.message)
+                stop.wait(min(next(delays), max(0.0, deadline - time.monotonic())))
+            finally:
+                _say_offline(link, cfg.device.id)
+                link.close()
+        return run.tally.outcome(spool.status().pending_docs)
+
+
+def sync_once(cfg: Config, timeout_s: float) -> SyncOutcome:
+    """Drain the spool or raise ``IncompleteError`` naming what is still pending."""
+    out = run_sync(cfg, once=True, timeout_s=timeout_s)
+    if out.pending or out.rejected:
+        reasons = "; ".join(f"{d}: {r}" for d, r in list(out.rejections.items())[:3])
+        raise IncompleteError(
+            f"{out.pending + out.rejected} document(s) still without a verified warehouse receipt"
+            + (f" (rejected: {reasons})" if reasons else "")
+            + (f" (last link error: {out.last_error})" if out.last_error else ""),
+            "check the broker and the warehouse, then run sohoa sync again; nothing was deleted",
+        )
+    return out
