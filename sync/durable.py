@@ -7,6 +7,7 @@ after a failed fsync the page cache can no longer be trusted (the PostgreSQL
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from datetime import UTC, datetime
@@ -71,3 +72,8 @@ def atomic_write(
     tmp.replace(path)
     if durable:
         fsync_dir(path.parent, what)
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """True for the errors a full disk or an exhausted quota raise."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)

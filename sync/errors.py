@@ -46,6 +46,16 @@ class ConfigError(SohoaError):
 class SpoolFullError(SohoaError):
     exit_code = ExitCode.spool_full
 
+    @classmethod
+    def low_disk(cls, free: int, reserve: int) -> SpoolFullError:
+        """Free space fell below the reserve kept so that nothing captured is lost."""
+        return cls(
+            f"Bộ nhớ gần đầy: còn {free // 2**20} MB, cần dự trữ {reserve // 2**20} MB / "
+            f"disk nearly full ({free // 2**20} MB free, {reserve // 2**20} MB reserve)",
+            "chờ đồng bộ xong hoặc gọi kỹ thuật viên / "
+            "wait for sync to free space or call a technician",
+        )
+
 
 class SpoolError(SohoaError):
     exit_code = ExitCode.other

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sync.spool.schema import SpoolStatus
 from sync.spool.status import ScannerStatus
-from sync.spool.store import SpoolStatus
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from sync.protocol import (
     segment_topic,
     verify_receipt,
 )
-from sync.spool.store import Spool, SpoolDoc
+from sync.spool.schema import SpoolDoc
+from sync.spool.store import Spool
 
 log = logging.getLogger("sohoa.uploader")
 

@@ -15,7 +15,8 @@ from sync import keys
 from sync.durable import fsync_or_stop
 from sync.envelope.seal import EnvelopeWriter
 from sync.errors import SpoolError
-from sync.spool.store import RecoveryReport, Spool
+from sync.spool.schema import RecoveryReport
+from sync.spool.store import Spool
 
 
 class Clock:

@@ -30,9 +30,10 @@ from agent.config import CaptureConfig
 from device.barcodes import BarcodeReader
 from device.errors import InputError, PaperJamError, ScannerError
 from device.scanner import PageSource, ScannedPage
+from sync.durable import is_disk_full
 from sync.errors import SohoaError, SpoolError, SpoolFullError
 from sync.spool.status import scanner_failed, scanner_seen
-from sync.spool.store import Spool, is_disk_full
+from sync.spool.store import Spool
 
 __all__ = ["CaptureResult", "DocumentResult", "SealSettings", "capture_batch"]
 

@@ -18,117 +18,27 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from sync.durable import fsync_dir, fsync_file, iso
 from sync.errors import SpoolError, SpoolFullError
 from sync.spool.audit import AuditEntry, chain_entry
+from sync.spool.recovery import recover_spool
+from sync.spool.report import batch_stats, spool_status
+from sync.spool.schema import (
+    RecoveryReport,
+    SpoolDoc,
+    SpoolStatus,
+    check_version,
+    migrate,
+)
 from sync.spool.status import ScannerStatus, load_scanner_status
 
 log = logging.getLogger("sohoa.spool")
 
-STATES = ("captured", "sealed", "queued", "sent", "stored", "purged")
-PENDING = ("captured", "sealed", "queued", "sent")
 ENVELOPE_SUFFIX = ".env"
-SCANNER_STATUS_KEY = "scanner_status"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY,
-    batch_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    pages INTEGER NOT NULL,
-    doc_class TEXT NOT NULL DEFAULT 'normal',
-    pdf_sha256 TEXT,
-    ciphertext_sha256 TEXT,
-    created_at REAL NOT NULL,
-    queued_at REAL,
-    sent_at REAL,
-    stored_at REAL,
-    purged_at REAL,
-    receipt TEXT
-);
-CREATE INDEX IF NOT EXISTS documents_state ON documents(state);
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id TEXT PRIMARY KEY,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    pages_in INTEGER NOT NULL DEFAULT 0,
-    documents INTEGER NOT NULL DEFAULT 0,
-    blank INTEGER NOT NULL DEFAULT 0,
-    barcode_pages INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'open',
-    warnings TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    body TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-
-@dataclass(frozen=True)
-class SpoolDoc:
-    doc_id: str
-    batch_id: str
-    state: str
-    bytes: int
-    pages: int
-    doc_class: str
-    created_at: float
-    envelope: Path
-    pdf_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    by_state: dict[str, int]
-    pending_docs: int
-    pending_bytes: int
-    oldest_pending_age_s: float | None
-    disk_free_bytes: int
-    last_sync: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "by_state": self.by_state,
-            "pending_docs": self.pending_docs,
-            "pending_bytes": self.pending_bytes,
-            "oldest_pending_age_s": self.oldest_pending_age_s,
-            "disk_free_bytes": self.disk_free_bytes,
-            "last_sync": self.last_sync,
-        }
-
-
-@dataclass(frozen=True)
-class RecoveryReport:
-    temp_removed: int = 0
-    finished: int = 0
-    adopted: int = 0
-    lost: int = 0
-    missing: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def clean(self) -> bool:
-        return not (self.temp_removed or self.finished or self.adopted or self.lost or self.missing)
-
-
-def disk_full_error(free: int, reserve: int) -> SpoolFullError:
-    return SpoolFullError(
-        f"Bộ nhớ gần đầy: còn {free // 2**20} MB, cần dự trữ {reserve // 2**20} MB / "
-        f"disk nearly full ({free // 2**20} MB free, {reserve // 2**20} MB reserve)",
-        "chờ đồng bộ xong hoặc gọi kỹ thuật viên / wait for sync to free space or call a technician",
-    )
+SCANNER_STATUS_KEY = "scanner"
 
 
 class Spool:
@@ -151,11 +61,15 @@ class Spool:
                 "set $SOHOA_HOME to a writable directory or run as the sohoa user",
             ) from None
         self._conn = sqlite3.connect(root / "spool.db", timeout=30, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._conn.executescript(SCHEMA)
-        self.db = sqlite_utils.Database(self._conn)
+        try:
+            check_version(self._conn, root / "spool.db")  # before anything writes to it
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self.schema_found = migrate(self._conn, root / "spool.db")
+        except BaseException:
+            self._conn.close()
+            raise
         self._capture_lock: int | None = None
 
     def close(self) -> None:
@@ -183,7 +97,7 @@ class Spool:
     # -- transactions and audit ------------------------------------------------
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One durable transaction; a full disk surfaces as ENOSPC like a file write."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -201,7 +115,7 @@ class Spool:
                 raise OSError(errno.ENOSPC, "the spool index cannot grow: disk full") from exc
             raise
 
-    def _audit(self, conn: sqlite3.Connection, kind: str, body: dict[str, Any]) -> None:
+    def audit(self, conn: sqlite3.Connection, kind: str, body: dict[str, Any]) -> None:
         row = conn.execute(
             "SELECT seq, ts, kind, body, prev, hash FROM audit ORDER BY seq DESC LIMIT 1"
         ).fetchone()
@@ -216,6 +130,10 @@ class Spool:
             (e.seq, e.ts, e.kind, json.dumps(e.body, sort_keys=True), e.prev, e.hash),
         )
 
+    def document_states(self) -> dict[str, str]:
+        """Every document's state, by id."""
+        return dict(self._conn.execute("SELECT doc_id, state FROM documents").fetchall())
+
     def audit_entries(self) -> list[AuditEntry]:
         rows = self._conn.execute("SELECT seq, ts, kind, body, prev, hash FROM audit ORDER BY seq")
         return [AuditEntry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
@@ -229,13 +147,16 @@ class Spool:
 
     def scanner_status(self) -> ScannerStatus:
         """What capture last recorded about the scanner (see ``sync.spool.status``)."""
-        return load_scanner_status(self.get_meta(SCANNER_STATUS_KEY))
+        row = self._conn.execute(
+            "SELECT value FROM status WHERE key = ?", (SCANNER_STATUS_KEY,)
+        ).fetchone()
+        return load_scanner_status(None if row is None else str(row[0]))
 
     def record_scanner(self, status: ScannerStatus) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                (SCANNER_STATUS_KEY, status.dumps()),
+                "INSERT OR REPLACE INTO status (key, value, updated_at) VALUES (?, ?, ?)",
+                (SCANNER_STATUS_KEY, status.dumps(), self.clock()),
             )
 
     # -- capture side ----------------------------------------------------------
@@ -248,14 +169,14 @@ class Spool:
         """Refuse to start a batch when free space is below the reserve."""
         free = self.disk_free()
         if free < self.reserve_bytes:
-            raise disk_full_error(free, self.reserve_bytes)
+            raise SpoolFullError.low_disk(free, self.reserve_bytes)
 
     def begin_batch(self, batch_id: str) -> None:
         if self._capture_lock is None:
             fd = self._lock_fd()
             fcntl.flock(fd, fcntl.LOCK_SH)
             self._capture_lock = fd
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "INSERT INTO batches (batch_id, started_at) VALUES (?, ?)", (batch_id, self.clock())
             )
@@ -272,7 +193,7 @@ class Spool:
         barcode_pages: int,
         status: str,
     ) -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "UPDATE batches SET ended_at=?, pages_in=?, documents=?, blank=?, barcode_pages=?,"
                 " status=?, warnings=? WHERE batch_id=?",
@@ -293,8 +214,8 @@ class Spool:
         self, batch_id: str, page_sha256: list[str], separators: list[int]
     ) -> None:
         """Audit the batch's page hashes before its documents are committed."""
-        with self._tx() as c:
-            self._audit(
+        with self.transaction() as c:
+            self.audit(
                 c,
                 "batch",
                 {
@@ -332,7 +253,7 @@ class Spool:
         fsync_file(tmp)
         size = tmp.stat().st_size
         now = self.clock()
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "INSERT INTO documents (doc_id, batch_id, state, bytes, pages, doc_class,"
                 " pdf_sha256, ciphertext_sha256, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -353,11 +274,11 @@ class Spool:
         # tmp/ is not synced: a stale old name after a crash is a second link to a
         # complete file, and recovery removes it.
         fsync_dir(self.env_dir)
-        with self._tx() as c:
+        with self.transaction() as c:
             c.execute(
                 "UPDATE documents SET state='queued', queued_at=? WHERE doc_id=?", (now, doc_id)
             )
-            self._audit(
+            self.audit(
                 c,
                 "document",
                 {
@@ -407,18 +328,18 @@ class Spool:
         return [self._doc(r) for r in rows]
 
     def mark_sent(self, doc_id: str) -> None:
-        with self._tx() as c:
+        with self.transaction() as c:
             cur = c.execute(
                 "UPDATE documents SET state='sent', sent_at=? WHERE doc_id=? AND state='queued'",
                 (self.clock(), doc_id),
             )
             if cur.rowcount:
-                self._audit(c, "sent", {"doc_id": doc_id})
+                self.audit(c, "sent", {"doc_id": doc_id})
 
     def mark_stored(self, doc_id: str, receipt: str) -> bool:
         """Record a verified warehouse receipt; False if the document was not pending."""
         now = self.clock()
-        with self._tx() as c:
+        with self.transaction() as c:
             cur = c.execute(
                 "UPDATE documents SET state='stored', stored_at=?, receipt=? WHERE doc_id=?"
                 " AND state IN ('queued', 'sent')",
@@ -426,7 +347,7 @@ class Spool:
             )
             if not cur.rowcount:
                 return False
-            self._audit(c, "receipt", {"doc_id": doc_id, "receipt_sha256": _sha(receipt)})
+            self.audit(c, "receipt", {"doc_id": doc_id, "receipt_sha256": _sha(receipt)})
         self.set_meta("last_sync", iso(now))
         return True
 
@@ -439,54 +360,27 @@ class Spool:
         for (doc_id,) in rows:
             with contextlib.suppress(FileNotFoundError):
                 self.envelope_path(doc_id).unlink()
-            with self._tx() as c:
+            with self.transaction() as c:
                 c.execute(
                     "UPDATE documents SET state='purged', purged_at=? WHERE doc_id=? AND state='stored'",
                     (self.clock(), doc_id),
                 )
-                self._audit(c, "purge", {"doc_id": doc_id})
+                self.audit(c, "purge", {"doc_id": doc_id})
         if rows:
             fsync_dir(self.env_dir)
         return len(rows)
 
     def status(self) -> SpoolStatus:
-        by_state = {s: 0 for s in STATES}
-        for state, n in self._conn.execute("SELECT state, count(*) FROM documents GROUP BY state"):
-            by_state[state] = n
-        placeholders = ",".join("?" * len(PENDING))
-        row = self._conn.execute(
-            f"SELECT count(*), coalesce(sum(bytes), 0), min(created_at) FROM documents"  # noqa: S608
-            f" WHERE state IN ({placeholders})",
-            PENDING,
-        ).fetchone()
-        oldest = None if row[2] is None else round(max(0.0, self.clock() - row[2]), 1)
-        return SpoolStatus(
-            by_state, row[0], row[1], oldest, self.disk_free(), self.get_meta("last_sync")
-        )
+        return spool_status(self._conn, self.clock(), self.disk_free(), self.get_meta("last_sync"))
 
     def batch_stats(self, since: float) -> dict[str, Any]:
-        row = self._conn.execute(
-            "SELECT coalesce(sum(pages_in),0), coalesce(sum(blank),0), coalesce(sum(barcode_pages),0),"
-            " max(ended_at) FROM batches WHERE started_at >= ?",
-            (since,),
-        ).fetchone()
-        last = self._conn.execute("SELECT max(ended_at) FROM batches").fetchone()[0]
-        pages = int(row[0])
-        return {
-            "pages_today": pages,
-            "blank_rate": round(row[1] / pages, 3) if pages else None,
-            "barcode_read_rate": round(row[2] / pages, 3) if pages else None,
-            "last_batch": iso(last) if last else None,
-        }
+        """Pages, blank and barcode rates of the batches started since ``since``."""
+        return batch_stats(self._conn, since)
 
     # -- recovery --------------------------------------------------------------
 
     def recover(self) -> RecoveryReport:
-        """Resolve every crash point: half-written files, rows without files,
-        files without rows. Never deletes a complete envelope.
-
-        One directory listing and one query, so start-up stays fast with a
-        large backlog; only orphan files have their headers read."""
+        """Resolve every crash point at start-up (see ``sync.spool.recovery``)."""
         fd = self._lock_fd()
         try:
             try:
@@ -494,100 +388,10 @@ class Spool:
                 idle = True
             except BlockingIOError:  # a batch is in flight: leave its files alone
                 idle = False
-            return self._recover(idle)
+            return recover_spool(self, idle=idle)
         finally:
             os.close(fd)
-
-    def _recover(self, idle: bool) -> RecoveryReport:
-        finished = adopted = lost = temp_removed = 0
-        missing: list[str] = []
-        rows = dict(self._conn.execute("SELECT doc_id, state FROM documents").fetchall())
-        on_disk = {
-            e.name[: -len(ENVELOPE_SUFFIX)]
-            for e in os.scandir(self.env_dir)
-            if e.name.endswith(ENVELOPE_SUFFIX)
-        }
-        for doc_id, state in rows.items():
-            if state == "captured" and idle:
-                if doc_id not in on_disk and self.temp_envelope(doc_id).exists():
-                    self.temp_envelope(doc_id).replace(self.envelope_path(doc_id))
-                    fsync_dir(self.env_dir)
-                    on_disk.add(doc_id)
-                action = "finished" if doc_id in on_disk else "lost_before_seal"
-                with self._tx() as c:
-                    if action == "finished":
-                        c.execute(
-                            "UPDATE documents SET state='queued', queued_at=? WHERE doc_id=?",
-                            (self.clock(), doc_id),
-                        )
-                        finished += 1
-                    else:
-                        c.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
-                        lost += 1
-                    self._audit(c, "recovery", {"doc_id": doc_id, "action": action})
-            elif state in ("sealed", "queued", "sent", "stored") and doc_id not in on_disk:
-                missing.append(doc_id)
-        if idle:
-            with self._tx() as c:  # batches cut off by the crash
-                c.execute(
-                    "UPDATE batches SET status='interrupted', ended_at=? WHERE status='open'",
-                    (self.clock(),),
-                )
-            for tmp in list(self.tmp_dir.iterdir()):
-                tmp.unlink()
-                temp_removed += 1
-            if temp_removed:
-                fsync_dir(self.tmp_dir)
-        for doc_id in sorted(on_disk - rows.keys()):
-            adopted += self._adopt(doc_id)
-        report = RecoveryReport(temp_removed, finished, adopted, lost, tuple(missing))
-        if not report.clean:
-            log.warning(
-                "spool recovered temp_removed=%d finished=%d adopted=%d lost=%d missing=%d",
-                temp_removed,
-                finished,
-                adopted,
-                lost,
-                len(missing),
-            )
-        return report
-
-    def _adopt(self, doc_id: str) -> int:
-        """Index an envelope that has no row (e.g. a restored index); 1 if adopted."""
-        from sync.envelope.seal import read_header  # local: envelope imports nothing of ours
-
-        f = self.envelope_path(doc_id)
-        try:
-            header = read_header(f)
-        except Exception as exc:  # a file we cannot read is kept, never deleted
-            log.error("unreadable envelope kept for inspection file=%s reason=%s", f.name, exc)
-            return 0
-        now = self.clock()
-        with self._tx() as c:
-            cur = c.execute(
-                "INSERT OR IGNORE INTO documents (doc_id, batch_id, state, bytes, pages, doc_class,"
-                " ciphertext_sha256, created_at, queued_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    doc_id,
-                    "recovered",
-                    "queued",
-                    f.stat().st_size,
-                    0,
-                    header.doc_class,
-                    header.ciphertext_sha256,
-                    now,
-                    now,
-                ),
-            )
-            if not cur.rowcount:  # a live capture indexed it meanwhile
-                return 0
-            self._audit(c, "recovery", {"doc_id": doc_id, "action": "adopted"})
-        return 1
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def is_disk_full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
