@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from agent.config import Config
+from sync.mqtt.backoff import backoff_delays
 from sync.mqtt.settings import BrokerConfig
-from sync.spool.store import Spool
-from sync.uploader import backoff_delays
+
+if TYPE_CHECKING:
+    from sync.spool.store import Spool
 
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 2.0  # a restored link is used within seconds; refused connects are cheap
@@ -21,6 +24,8 @@ RECONNECT_CAP_S = 2.0  # a restored link is used within seconds; refused connect
 
 def open_spool(cfg: Config) -> Spool:
     """The device's spool under its home, with the configured free-space reserve."""
+    from sync.spool.store import Spool  # here, so that a warehouse never loads the spool
+
     return Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20)
 
 

@@ -11,7 +11,6 @@ document goes out without a query: the warehouse answers once it has it all.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from collections import deque
@@ -66,17 +65,6 @@ class TokenBucket:
         self.tokens -= n
         if self.tokens < 0:
             self.sleep(-self.tokens / self.rate)
-
-
-def backoff_delays(
-    base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None
-) -> Iterable[float]:
-    """Exponential back-off with full jitter."""
-    r = rng or random.Random()  # noqa: S311 - jitter, not security
-    attempt = 0
-    while True:
-        yield r.uniform(0, min(cap, base * 2**attempt))
-        attempt += 1
 
 
 @dataclass

@@ -33,6 +33,7 @@ from agent.services.sync import device_link, sync_once
 from sync import keys
 from sync.envelope.seal import iter_segments, manifest_bytes, read_header, read_prefix
 from sync.keys import load_warehouse_private, load_warehouse_public
+from sync.mqtt.backoff import backoff_delays
 from sync.mqtt.link import Link
 from sync.mqtt.settings import BrokerConfig, LinkSettings
 from sync.protocol import (
@@ -44,7 +45,7 @@ from sync.protocol import (
     sign_receipt,
 )
 from sync.spool.store import Spool
-from sync.uploader import TokenBucket, Uploader, UploadSettings, backoff_delays
+from sync.uploader import TokenBucket, Uploader, UploadSettings
 
 
 def add_device(site: Site, tmp: Path, device_id: str) -> Config:
