@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.envelope.seal import Header, manifest_bytes, read_header, read_prefix, read_segment
+from sync.envelope.header import Header, manifest_bytes
+from sync.envelope.reader import read_header, read_prefix, read_segment
 from sync.errors import BrokerError
 from sync.mqtt.link import Link, PendingPublish
 from sync.protocol import (

@@ -19,8 +19,9 @@ from pathlib import Path
 from agent.config import Config, SyncConfig
 from agent.services.sync import SyncOutcome, run_sync
 from agent.services.warehouse import WarehouseWorkers
+from sync.envelope.header import Header
 from sync.envelope.payload import payload_head
-from sync.envelope.seal import EnvelopeWriter, Header
+from sync.envelope.seal import EnvelopeWriter
 from sync.keys import load_device_key, load_warehouse_public
 from sync.mqtt.settings import BrokerConfig
 from sync.spool.store import Spool

@@ -21,8 +21,9 @@ from device.barcodes import ZbarReader
 from device.errors import ScannerError
 from device.scanner import SaneScanner, ScannedPage, ScanSettings
 from sync.envelope.header import verify_header
+from sync.envelope.opening import open_envelope
 from sync.envelope.payload import unpack_payload
-from sync.envelope.seal import iter_segments, open_envelope, read_header, read_prefix
+from sync.envelope.reader import iter_segments, read_header, read_prefix
 from sync.keys import (
     WarehousePrivate,
     init_device_keys,

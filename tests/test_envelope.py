@@ -18,23 +18,24 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sync.envelope.seal import (
-    LEAD_SIZE,
+from sync.envelope.header import (
     SUITES,
-    EnvelopeWriter,
     Header,
-    iter_segments,
     manifest_bytes,
-    open_envelope,
     parse_manifest,
+    segment_matches,
+    verify_header,
+)
+from sync.envelope.opening import open_envelope
+from sync.envelope.reader import (
+    iter_segments,
     read_header,
     read_prefix,
     read_segment,
-    segment_matches,
     segment_offsets,
-    verify_header,
     write_envelope,
 )
+from sync.envelope.seal import LEAD_SIZE, EnvelopeWriter
 from sync.errors import CryptoError, EnvelopeError
 from sync.keys import (
     WarehouseGeneration,

@@ -31,7 +31,8 @@ from fixtures_sync import (
 from agent.config import Config, DeviceConfig
 from agent.services.sync import device_link, sync_once
 from sync import keys
-from sync.envelope.seal import iter_segments, manifest_bytes, read_header, read_prefix
+from sync.envelope.header import manifest_bytes
+from sync.envelope.reader import iter_segments, read_header, read_prefix
 from sync.keys import load_warehouse_private, load_warehouse_public
 from sync.mqtt.backoff import backoff_delays
 from sync.mqtt.link import Link

@@ -19,7 +19,8 @@ from fixtures_sync import seal
 
 from agent.config import Config, DeviceConfig
 from sync import keys
-from sync.envelope.seal import Header, iter_segments, manifest_bytes, read_header, read_prefix
+from sync.envelope.header import Header, manifest_bytes
+from sync.envelope.reader import iter_segments, read_header, read_prefix
 from sync.keys import load_warehouse_private
 from sync.mqtt.settings import Message
 from sync.protocol import (

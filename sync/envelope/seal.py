@@ -20,7 +20,7 @@ Layout, written in one pass without seeking::
   holds 1 to ``segment_size``; an empty stream is one segment of 0 bytes (a
   lone tag). So a stream of ``size`` bytes has max(1, ceil(size /
   segment_size)) segments and ``ciphertext_size`` = size + 16 × segments.
-- The header (trailer, ``agent.envelope_header``) carries only routing facts
+- The header (trailer, ``sync.envelope.header``) carries only routing facts
   and the device's Ed25519 signature; no personal data. It lists each
   segment's tag (``segment_tags``: hex of the segment's last 16 bytes) and
   ``ciphertext_sha256``, the envelope's identity::
@@ -45,16 +45,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import struct
-from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, BinaryIO
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -62,70 +58,62 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from sync.envelope.header import (
     CLASSES,
     ID_PATTERN,
-    MAX_PREFIX,
     MAX_SEGMENT_SIZE,
     MIN_SEGMENT_SIZE,
     SUITES,
     TAG_SIZE,
     VERSION,
     Header,
-    b64decode,
     canonical,
     check_created,
     ciphertext_digest,
-    manifest_bytes,
-    parse_manifest,
-    segment_matches,
-    tamper_error,
-    verify_header,
 )
-from sync.errors import CryptoError, EnvelopeError
-from sync.keys import WarehousePrivate, WarehousePublic
-
-__all__ = [
-    "LEAD_SIZE",
-    "MAGIC",
-    "SUITES",
-    "TRAILER_MAGIC",
-    "VERSION",
-    "EnvelopeWriter",
-    "Header",
-    "iter_segments",
-    "manifest_bytes",
-    "open_envelope",
-    "parse_manifest",
-    "read_header",
-    "read_prefix",
-    "read_segment",
-    "segment_matches",
-    "segment_offsets",
-    "verify_header",
-    "write_envelope",
-]
+from sync.errors import EnvelopeError
+from sync.keys import WarehousePublic
 
 MAGIC = b"SOHOAENV"
 TRAILER_MAGIC = b"SOHOAEND"
 MAX_HEADER = 1 << 24
 INFO_LABEL = b"sohoa/v1 envelope"
-_LEAD = struct.Struct(">8sBI")
-_TAIL = struct.Struct(">I8s")
-LEAD_SIZE = _LEAD.size
+LEAD = struct.Struct(">8sBI")
+TAIL = struct.Struct(">I8s")
+LEAD_SIZE = LEAD.size
 _KEMS = {"x25519": hpke.KEM.X25519, "mlkem768-x25519": hpke.KEM.MLKEM768_X25519}
 
 
-def _hpke(suite: str) -> hpke.Suite:
+def hpke_suite(suite: str) -> hpke.Suite:
+    """The HPKE suite that seals data keys for ``suite``."""
     return hpke.Suite(_KEMS[suite], hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 
 
-def _info(prefix_fields: dict[str, Any]) -> bytes:
+def hpke_info(prefix_fields: dict[str, Any]) -> bytes:
+    """HPKE info: the label and the canonical prefix without the sealed key."""
     return INFO_LABEL + canonical({k: v for k, v in prefix_fields.items() if k != "enc"})
 
 
-def _nonce(n: int, last: bool) -> bytes:
+def segment_nonce(n: int, last: bool) -> bytes:
+    """STREAM nonce: the segment number, 11 bytes big-endian, and the last-segment flag."""
     return n.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
-# -- writing ------------------------------------------------------------------
+def _check_params(
+    device_id: str, doc_id: str, suite: str, doc_class: str, segment_size: int
+) -> None:
+    for name, value in (("device_id", device_id), ("doc_id", doc_id)):
+        if not ID_PATTERN.fullmatch(value):
+            raise EnvelopeError(
+                f"{name} {value!r} is not valid in an envelope",
+                "use 1-64 letters, digits, '.', '_' or '-'",
+            )
+    if suite not in SUITES:
+        raise EnvelopeError(f"unknown suite {suite!r}", f"use one of {', '.join(SUITES)}")
+    if doc_class not in CLASSES:
+        raise EnvelopeError(f"unknown class {doc_class!r}", f"use one of {', '.join(CLASSES)}")
+    if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+        raise EnvelopeError(
+            f"segment size {segment_size} is out of range",
+            f"use {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE} bytes",
+        )
 
 
 class EnvelopeWriter:
@@ -150,21 +138,7 @@ class EnvelopeWriter:
         doc_class: str = "normal",
         created: str | None = None,
     ) -> None:
-        for name, value in (("device_id", device_id), ("doc_id", doc_id)):
-            if not ID_PATTERN.fullmatch(value):
-                raise EnvelopeError(
-                    f"{name} {value!r} is not valid in an envelope",
-                    "use 1-64 letters, digits, '.', '_' or '-'",
-                )
-        if suite not in SUITES:
-            raise EnvelopeError(f"unknown suite {suite!r}", f"use one of {', '.join(SUITES)}")
-        if doc_class not in CLASSES:
-            raise EnvelopeError(f"unknown class {doc_class!r}", f"use one of {', '.join(CLASSES)}")
-        if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
-            raise EnvelopeError(
-                f"segment size {segment_size} is out of range",
-                f"use {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE} bytes",
-            )
+        _check_params(device_id, doc_id, suite, doc_class, segment_size)
         created = created or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         check_created(created)
         self._out = out
@@ -183,11 +157,11 @@ class EnvelopeWriter:
             "created": created,
         }
         recipient = warehouse.x25519 if suite == "x25519" else warehouse.hybrid
-        enc = _hpke(suite).encrypt(self._key, recipient, info=_info(binding))
+        enc = hpke_suite(suite).encrypt(self._key, recipient, info=hpke_info(binding))
         self._enc = base64.b64encode(enc).decode("ascii")
         self.prefix = canonical({**binding, "enc": self._enc})
         self._aad = hashlib.sha256(self.prefix).digest()
-        out.write(_LEAD.pack(MAGIC, VERSION, len(self.prefix)))
+        out.write(LEAD.pack(MAGIC, VERSION, len(self.prefix)))
         out.write(self.prefix)
         # Two buffers reused for every segment: the pending plaintext (a full
         # segment waits here until more data shows it is not the last) and
@@ -204,7 +178,7 @@ class EnvelopeWriter:
             raise EnvelopeError("envelope is already closed", "start a new EnvelopeWriter")
         length = len(chunk) + TAG_SIZE
         ct = self._sealed[:length]
-        self._aead.encrypt_into(_nonce(len(self._tags), last), chunk, self._aad, ct)
+        self._aead.encrypt_into(segment_nonce(len(self._tags), last), chunk, self._aad, ct)
         self._out.write(ct)
         self._tags.append(bytes(ct[-TAG_SIZE:]))
         self._size += length
@@ -258,7 +232,7 @@ class EnvelopeWriter:
         header = replace(unsigned, sig=base64.b64encode(sig).decode("ascii"))
         body = header.to_json()
         self._out.write(body)
-        self._out.write(_TAIL.pack(len(body), TRAILER_MAGIC))
+        self._out.write(TAIL.pack(len(body), TRAILER_MAGIC))
         return header
 
     def _wipe(self) -> None:
@@ -266,174 +240,3 @@ class EnvelopeWriter:
         self._aead = None
         self._pending[:] = bytes(len(self._buf))
         self._fill = 0
-
-
-# -- reading a finished file --------------------------------------------------
-
-
-def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise tamper_error(f"envelope truncated: {what} is cut short")
-    return data
-
-
-def _read_lead(f: BinaryIO) -> int:
-    magic, version, prefix_len = _LEAD.unpack(_read_exact(f, LEAD_SIZE, "the file start"))
-    if magic != MAGIC:
-        raise tamper_error("not a sohoa envelope (bad magic)")
-    if version != VERSION:
-        raise tamper_error(f"unsupported envelope version {version}")
-    if not 0 < prefix_len <= MAX_PREFIX:
-        raise tamper_error("malformed envelope: prefix length out of range")
-    return int(prefix_len)
-
-
-def read_prefix(path: Path) -> bytes:
-    """The prefix JSON bytes; the warehouse needs them to open the envelope."""
-    with path.open("rb") as f:
-        return _read_exact(f, _read_lead(f), "the prefix")
-
-
-def _layout(path: Path) -> tuple[Header, int]:
-    """The header and where segment 0 starts, after checking the file's size adds up."""
-    with path.open("rb") as f:
-        total = os.fstat(f.fileno()).st_size
-        start = LEAD_SIZE + _read_lead(f)
-        if total < start + _TAIL.size:
-            raise tamper_error("envelope truncated: no header")
-        f.seek(total - _TAIL.size)
-        header_len, end = _TAIL.unpack(f.read(_TAIL.size))
-        if end != TRAILER_MAGIC:
-            raise tamper_error("envelope truncated: no end marker")
-        if not 0 < header_len <= min(MAX_HEADER, total - start - _TAIL.size):
-            raise tamper_error("malformed envelope: header length out of range")
-        f.seek(total - _TAIL.size - header_len)
-        header = Header.from_json(f.read(header_len))
-    if start + header.ciphertext_size + header_len + _TAIL.size != total:
-        raise tamper_error("envelope file size does not match its header")
-    return header, start
-
-
-def read_header(path: Path) -> Header:
-    """The signed header, read from the end of the file."""
-    return _layout(path)[0]
-
-
-def segment_offsets(header: Header, prefix_len_total: int) -> tuple[tuple[int, int], ...]:
-    """(offset, length) of each segment; ``prefix_len_total`` = LEAD_SIZE + len(prefix)."""
-    full = header.segment_size + TAG_SIZE
-    return tuple(
-        (prefix_len_total + n * full, header.segment_length(n)) for n in range(header.segments)
-    )
-
-
-def iter_segments(path: Path) -> Iterator[bytes]:
-    """The ciphertext segments of a finished envelope file, in order."""
-    header, start = _layout(path)
-    with path.open("rb") as f:
-        f.seek(start)
-        for n in range(header.segments):
-            yield _read_exact(f, header.segment_length(n), f"segment {n}")
-
-
-def read_segment(path: Path, header: Header, n: int) -> bytes:
-    """Ciphertext segment ``n`` of a finished envelope file (to resend just that one)."""
-    length = header.segment_length(n)
-    with path.open("rb") as f:
-        start = LEAD_SIZE + _read_lead(f)
-        f.seek(start + n * (header.segment_size + TAG_SIZE))
-        return _read_exact(f, length, f"segment {n}")
-
-
-def write_envelope(out: BinaryIO, header: Header, prefix: bytes, segments: Iterable[bytes]) -> None:
-    """Reassemble an envelope file from its parts, byte for byte as the device wrote it."""
-    out.write(_LEAD.pack(MAGIC, VERSION, len(prefix)))
-    out.write(prefix)
-    for segment in segments:
-        out.write(segment)
-    body = header.to_json()
-    out.write(body)
-    out.write(_TAIL.pack(len(body), TRAILER_MAGIC))
-
-
-# -- opening (warehouse side) -------------------------------------------------
-
-
-def _prefix_fields(header: Header, prefix: bytes) -> dict[str, Any]:
-    if hashlib.sha256(prefix).hexdigest() != header.prefix_sha256:
-        raise tamper_error("prefix does not match the header")
-    try:
-        obj = json.loads(prefix)
-    except (ValueError, UnicodeDecodeError):
-        raise tamper_error("malformed envelope prefix: not JSON") from None
-    expect = {
-        "v": VERSION,
-        "suite": header.suite,
-        "key_id": header.key_id,
-        "device_id": header.device_id,
-        "doc_id": header.doc_id,
-        "segment_size": header.segment_size,
-        "created": header.created,
-        "enc": header.enc,
-    }
-    if obj != expect:
-        raise tamper_error("prefix does not match the header")
-    return expect
-
-
-def open_envelope(
-    header: Header, prefix: bytes, segments: Iterable[bytes], warehouse: WarehousePrivate
-) -> Iterator[bytes]:
-    """Decrypt in order, yielding exactly the sealed bytes (one chunk per non-empty
-    segment); raise EnvelopeError on any fault.
-
-    Key, prefix and header problems raise at once; segment problems raise while
-    iterating, possibly after earlier chunks were yielded: discard all output
-    on error. The caller verifies the device signature (``verify_header``).
-    """
-    binding = _prefix_fields(header, prefix)
-    header.check_digest()
-    try:
-        generation = warehouse.find(header.key_id)
-    except CryptoError as exc:
-        raise EnvelopeError(exc.message, exc.hint) from None
-    recipient = generation.x25519 if header.suite == "x25519" else generation.hybrid
-    try:
-        key = bytearray(
-            _hpke(header.suite).decrypt(
-                b64decode(header.enc, "enc"), recipient, info=_info(binding)
-            )
-        )
-    except (InvalidTag, ValueError):
-        raise EnvelopeError(
-            f"data key does not open with warehouse key {header.key_id}",
-            "the envelope was sealed to another warehouse key or altered",
-        ) from None
-    if len(key) != 32:
-        raise tamper_error("sealed data key has the wrong size")
-    aead = ChaCha20Poly1305(key)
-    key[:] = bytes(32)
-    return _decrypt(header, aead, hashlib.sha256(prefix).digest(), segments)
-
-
-def _decrypt(
-    header: Header, aead: ChaCha20Poly1305, aad: bytes, segments: Iterable[bytes]
-) -> Iterator[bytes]:
-    n, count = header.segments, 0
-    for i, segment in enumerate(segments):
-        if i >= n:
-            raise tamper_error(f"envelope has more segments than its header ({n})")
-        if len(segment) != header.segment_length(i):
-            raise tamper_error(f"segment {i} has the wrong length")
-        if not segment_matches(header, i, segment):
-            raise tamper_error(f"segment {i} does not match its signed tag")
-        try:
-            plain = aead.decrypt(_nonce(i, i == n - 1), segment, aad)
-        except InvalidTag:
-            raise tamper_error(f"segment {i} fails authentication") from None
-        count += 1
-        if plain:
-            yield plain
-    if count < n:
-        raise tamper_error(f"envelope truncated: {count} of {n} segments")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sync.durable import fsync_dir
-from sync.envelope.seal import read_header
+from sync.envelope.reader import read_header
 from sync.spool.schema import RecoveryReport
 
 if TYPE_CHECKING:

@@ -32,13 +32,9 @@ from typing import BinaryIO, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from sync.envelope.seal import (
-    EnvelopeWriter,
-    iter_segments,
-    open_envelope,
-    read_header,
-    read_prefix,
-)
+from sync.envelope.opening import open_envelope
+from sync.envelope.reader import iter_segments, read_header, read_prefix
+from sync.envelope.seal import EnvelopeWriter
 from sync.keys import init_device_keys, init_warehouse_keys, load_device_key
 from sync.keys import load_warehouse_private as load_private
 

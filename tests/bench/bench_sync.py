@@ -42,7 +42,8 @@ from fixtures_sync import seal, spool_documents, stored_documents, via, warehous
 from agent.config import Config  # noqa: E402
 from agent.services.sync import device_link  # noqa: E402
 from agent.wiring import reconnect_delays  # noqa: E402
-from sync.envelope.seal import iter_segments, manifest_bytes, read_header, read_prefix  # noqa: E402
+from sync.envelope.header import manifest_bytes  # noqa: E402
+from sync.envelope.reader import iter_segments, read_header, read_prefix  # noqa: E402
 from sync.errors import BrokerError  # noqa: E402
 from sync.keys import load_warehouse_private, load_warehouse_public  # noqa: E402
 from sync.mqtt.link import Link, PendingPublish  # noqa: E402
