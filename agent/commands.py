@@ -156,7 +156,7 @@ def cmd_fleet(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
-    from sync import keys
+    from sync import enrolment, keys
 
     if args.keys_cmd == "init":
         if args.warehouse:
@@ -178,7 +178,9 @@ def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
             )
         return ExitCode.ok
     if args.keys_cmd == "enroll":
-        path = keys.enroll_device(Path(args.device_pub), args.id, cfg.path(cfg.warehouse.devices))
+        path = enrolment.enroll_device(
+            Path(args.device_pub), args.id, cfg.path(cfg.warehouse.devices)
+        )
         print(f"device {args.id} enrolled ({path})")
         return ExitCode.ok
     if args.keys_cmd == "rotate":

@@ -63,7 +63,7 @@ def provision_pair(
 ) -> tuple[WarehousePublic, Ed25519PublicKey]:
     """Keys for a warehouse and one device, as a technician would set them up:
     both key sets created, warehouse.pub copied to the device, the device enrolled."""
-    from sync import keys
+    from sync import enrolment, keys
 
     wpub = keys.init_warehouse_keys(
         warehouse.path(warehouse.warehouse.private_key),
@@ -74,7 +74,7 @@ def provision_pair(
     shutil.copy(
         warehouse.path(warehouse.warehouse.public_key), device.path(device.warehouse.public_key)
     )
-    keys.enroll_device(
+    enrolment.enroll_device(
         keys.device_public_path(device.path(device.device.key)),
         device.device.id,
         warehouse.path(warehouse.warehouse.devices),

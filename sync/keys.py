@@ -1,4 +1,4 @@
-"""Key files: the device's Ed25519 key, the warehouse's key generations, enrolment.
+"""Key files: the device's Ed25519 key and the warehouse's key generations.
 
 Files (all written atomically: temp file in the same directory, fsync, rename,
 fsync of the directory; private keys mode 0600):
@@ -13,7 +13,6 @@ fsync of the directory; private keys mode 0600):
 - ``warehouse.pub``: JSON with the current generation's public parts only
   (``sohoa-warehouse-pub/1``); devices pin it to seal envelopes and to verify
   receipts and commands (``signing``).
-- ``devices/<device id>.pub``: an enrolled device's PEM public key.
 
 A generation's ``key_id`` is the first 16 hex digits of SHA-256 over its public
 key material: x25519 ‖ mlkem768 ‖ x25519 of the hybrid (raw bytes).
@@ -38,8 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey, MLKEM768X25519PublicKey
 
 from sync.durable import atomic_write
-from sync.errors import ConfigError, CryptoError
-from sync.protocol import valid_device_id
+from sync.errors import CryptoError
 
 PRIVATE_FORMAT = "sohoa-warehouse-key/1"
 PUBLIC_FORMAT = "sohoa-warehouse-pub/1"
@@ -120,7 +118,7 @@ def device_public_path(key_path: Path) -> Path:
     return key_path.with_suffix(".pub")
 
 
-def _public_pem(pub: Ed25519PublicKey) -> bytes:
+def public_pem(pub: Ed25519PublicKey) -> bytes:
     return pub.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -137,7 +135,7 @@ def init_device_keys(key_path: Path, *, force: bool = False) -> Ed25519PublicKey
         serialization.NoEncryption(),
     )
     atomic_write(key_path, pem, mode=0o600, what="a key file")
-    atomic_write(pub_path, _public_pem(key.public_key()), mode=0o644, what="a key file")
+    atomic_write(pub_path, public_pem(key.public_key()), mode=0o644, what="a key file")
     return key.public_key()
 
 
@@ -159,7 +157,7 @@ def load_device_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _parse_public_pem(data: bytes, path: Path) -> Ed25519PublicKey:
+def _parsepublic_pem(data: bytes, path: Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
@@ -176,7 +174,7 @@ def _parse_public_pem(data: bytes, path: Path) -> Ed25519PublicKey:
 
 
 def load_device_public(path: Path) -> Ed25519PublicKey:
-    return _parse_public_pem(_read(path, "device public key", private=False), path)
+    return _parsepublic_pem(_read(path, "device public key", private=False), path)
 
 
 def device_fingerprint(pub: Ed25519PublicKey) -> str:
@@ -362,49 +360,3 @@ def load_warehouse_private(path: Path) -> WarehousePrivate:
         generations=tuple(_parse_generation(g, path)[0] for g in generations),
         signing=Ed25519PrivateKey.from_private_bytes(signing),
     )
-
-
-# -- enrolment ----------------------------------------------------------------
-
-
-def enrolled_path(devices_dir: Path, device_id: str) -> Path:
-    return devices_dir / f"{device_id}.pub"
-
-
-def enroll_device(
-    device_pub: Path, device_id: str, devices_dir: Path, *, force: bool = False
-) -> Path:
-    """Accept a device's public key under ``device_id``; re-enrolling the same key is a no-op."""
-    try:
-        valid_device_id(device_id)
-    except ConfigError as exc:
-        raise CryptoError(f"device id {device_id!r} is not valid", exc.hint) from None
-    key = load_device_public(device_pub)
-    target = enrolled_path(devices_dir, device_id)
-    if target.exists() and not force:
-        existing = load_device_public(target)
-        if existing.public_bytes_raw() == key.public_bytes_raw():
-            return target
-        raise CryptoError(
-            f"device {device_id} is already enrolled with a different key "
-            f"({device_fingerprint(existing)})",
-            "if the device was re-installed, enrol it again with --force",
-        )
-    atomic_write(target, _public_pem(key), mode=0o644, what="a key file")
-    return target
-
-
-def load_enrolled(devices_dir: Path, device_id: str) -> Ed25519PublicKey | None:
-    """The enrolled key of ``device_id``, or None when the device is not enrolled.
-
-    An id that could never be enrolled (``../x``, ``a/b``) is simply not enrolled:
-    ids arrive from topics, and must never name a path outside ``devices_dir``.
-    """
-    try:
-        valid_device_id(device_id)
-    except ConfigError:
-        return None
-    path = enrolled_path(devices_dir, device_id)
-    if not path.exists():
-        return None
-    return load_device_public(path)

@@ -15,16 +15,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed448, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sync.enrolment import enroll_device, load_enrolled
 from sync.errors import CryptoError, ExitCode
 from sync.keys import (
     device_fingerprint,
     device_public_path,
-    enroll_device,
     init_device_keys,
     init_warehouse_keys,
     load_device_key,
     load_device_public,
-    load_enrolled,
     load_warehouse_private,
     load_warehouse_public,
     rotate_warehouse_keys,

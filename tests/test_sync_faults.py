@@ -30,7 +30,7 @@ from fixtures_sync import (
 
 from agent.config import Config, DeviceConfig
 from agent.services.sync import device_link, sync_once
-from sync import keys
+from sync import enrolment, keys
 from sync.envelope.header import manifest_bytes
 from sync.envelope.reader import iter_segments, read_header, read_prefix
 from sync.keys import load_warehouse_private, load_warehouse_public
@@ -57,7 +57,7 @@ def add_device(site: Site, tmp: Path, device_id: str) -> Config:
         site.warehouse.path(site.warehouse.warehouse.public_key),
         dev.path(dev.warehouse.public_key),
     )
-    keys.enroll_device(
+    enrolment.enroll_device(
         dev.path(dev.device.key).with_suffix(".pub"),
         device_id,
         site.warehouse.path(site.warehouse.warehouse.devices),

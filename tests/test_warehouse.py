@@ -18,7 +18,7 @@ import pytest
 from fixtures_sync import seal
 
 from agent.config import Config, DeviceConfig
-from sync import keys
+from sync import enrolment, keys
 from sync.envelope.header import Header, manifest_bytes
 from sync.envelope.reader import iter_segments, read_header, read_prefix
 from sync.keys import load_warehouse_private
@@ -73,7 +73,7 @@ def device_home(tmp: Path, wh: Config, device_id: str, *, enroll: bool = True) -
     keys.init_device_keys(dev.path(dev.device.key))
     shutil.copy(wh.path(wh.warehouse.public_key), dev.path(dev.warehouse.public_key))
     if enroll:
-        keys.enroll_device(
+        enrolment.enroll_device(
             dev.path(dev.device.key).with_suffix(".pub"), device_id, wh.path(wh.warehouse.devices)
         )
     return dev

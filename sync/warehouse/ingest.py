@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync.durable import atomic_write, fsync_dir, iso
+from sync.enrolment import load_enrolled
 from sync.envelope.header import Header, parse_manifest, segment_matches, verify_header
 from sync.envelope.opening import open_envelope
 from sync.envelope.payload import PayloadError, unpack_payload
 from sync.envelope.reader import write_envelope
 from sync.errors import EnvelopeError
-from sync.keys import WarehousePrivate, load_enrolled
+from sync.keys import WarehousePrivate
 from sync.mqtt.settings import Message
 from sync.protocol import (
     ProtocolError,
