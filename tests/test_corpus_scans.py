@@ -13,13 +13,8 @@ import pypdfium2.raw as pdfium_c
 import pytest
 from PIL import Image
 
-from agent.capture.pages import (
-    check_page,
-    deskew,
-    estimate_orientation,
-    estimate_skew,
-    prepare_page,
-)
+from agent.capture.orientation import estimate_orientation
+from agent.capture.pages import check_page, deskew, estimate_skew, prepare_page
 from agent.capture.pdf import PdfMetadata, encode_page, wrap_jpeg, write_pdf
 
 SCANS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "scans"

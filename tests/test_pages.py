@@ -16,16 +16,15 @@ from fixtures_pages import (
 )
 from PIL import Image
 
+from agent.capture.orientation import estimate_orientation, turn_upright
 from agent.capture.pages import (
     PageCheck,
     check_page,
     deskew,
-    estimate_orientation,
     estimate_skew,
     flat_mode,
     ink_mask,
     prepare_page,
-    turn_upright,
 )
 from agent.errors import exit_code_of
 from device.errors import InputError

@@ -1,8 +1,8 @@
-"""Page checks: blank detection, skew estimate and deskew, resolution and orientation.
+"""Page checks: blank detection, skew estimate and deskew, resolution.
 
 Pure functions over PIL images. The checks run on a small working copy (about
 75 dpi, box-averaged, which also melts scanner noise and dust specks); only
-``deskew`` and ``turn_upright`` touch the full-resolution page.
+``deskew`` touches the full-resolution page (orientation: ``orientation.py``).
 
 Angles: ``skew_deg`` is positive when the page content is turned
 counter-clockwise (text lines climb to the right); ``deskew`` turns it back
@@ -23,7 +23,6 @@ from PIL import Image, ImageChops, ImageFilter
 from device.errors import InputError
 
 WORK_DPI = 75
-ORIENTATION_DPI = 150
 # a border this wide is cut before measuring ink: scanner shadows, punched holes, page edges
 MARGIN_FRACTION = 0.05
 # an edge row or column this inky starts a border band (shadow, dark scanner lid, next page),
@@ -39,7 +38,6 @@ MAX_SKEW_POINTS = 40_000
 # how far the best projection must stand over the mean of the coarse search: text scores
 # 2 to 3, a page of text beside a picture about 1.5, photographs and maps 1.1 to 1.4
 MIN_SKEW_CONFIDENCE = 1.4
-MIN_ORIENTATION_CONFIDENCE = 1.8
 # ink_mask: darkness below the local paper level that counts as ink, whatever Otsu says
 INK_MIN_DARKNESS = 40
 INK_MAX_DARKNESS = 160
@@ -68,8 +66,8 @@ def check_page(
     skew_min_deg: float = 0.3,
 ) -> PageCheck:
     """Measure a page: ink ratio (blank or not), skew and resolution. Never raises on content."""
-    mask = _content_mask(_working_grey(image, dpi))
-    ink_ratio = float(_near(mask).mean()) if mask.size else 0.0
+    mask = content_mask(working_grey(image, dpi))
+    ink_ratio = float(near_ink(mask).mean()) if mask.size else 0.0
     blank = ink_ratio < blank_threshold
     skew = 0.0 if blank else _skew_of(mask)
     flags: list[str] = []
@@ -132,47 +130,7 @@ def prepare_page(
 
 def estimate_skew(image: Image.Image, dpi: int) -> float:
     """Skew of the text lines in degrees (positive = counter-clockwise); 0.0 when unsure."""
-    return _skew_of(_content_mask(_working_grey(image, dpi)))
-
-
-def estimate_orientation(image: Image.Image, dpi: int) -> int:
-    """How far the page is turned clockwise: 0, 90, 180 or 270 (0 when unsure).
-
-    Text lines run along the axis whose projection profile peaks best; which
-    way is up comes from the ink just outside the core band of each line:
-    Latin and Vietnamese script carry more above the x-height (ascenders,
-    capitals, diacritics) than below the baseline.
-    """
-    mask = _content_mask(_working_grey(image, dpi))
-    if mask.size == 0 or _near(mask).mean() < 0.002:
-        return 0
-    across, across_confidence = _skew_search(mask)
-    # np.rot90 turns counter-clockwise: a page turned 90 clockwise comes back upright
-    down, down_confidence = _skew_search(np.rot90(mask, 1))
-    if max(across_confidence, down_confidence) < MIN_ORIENTATION_CONFIDENCE:
-        return 0
-    # ascenders are a pixel or two at 75 dpi: weigh them at twice that
-    fine = _content_mask(_working_grey(image, dpi, ORIENTATION_DPI))
-    if across_confidence >= down_confidence:
-        return 0 if _ascender_balance(_line_profile(fine, across)) >= 0 else 180
-    upright = np.rot90(fine, 1)
-    return 90 if _ascender_balance(_line_profile(upright, down)) >= 0 else 270
-
-
-def turn_upright(image: Image.Image, orientation_cw: int) -> Image.Image:
-    """Undo a quarter-turn found by ``estimate_orientation``."""
-    turns = {
-        0: None,
-        90: Image.Transpose.ROTATE_90,
-        180: Image.Transpose.ROTATE_180,
-        270: Image.Transpose.ROTATE_270,
-    }
-    if orientation_cw not in turns:
-        raise InputError(
-            f"orientation {orientation_cw} is not a quarter turn", "use 0, 90, 180 or 270"
-        )
-    method = turns[orientation_cw]
-    return image if method is None else image.transpose(method)
+    return _skew_of(content_mask(working_grey(image, dpi)))
 
 
 def flat_mode(image: Image.Image) -> Image.Image:
@@ -257,11 +215,11 @@ def _otsu(histogram: list[int]) -> int:
 
 def _skew_of(mask: Mask) -> float:
     """Skew of the text lines in an ink mask, in degrees; 0.0 when no lines stand out."""
-    angle, confidence = _skew_search(mask)
+    angle, confidence = skew_search(mask)
     return angle if confidence >= MIN_SKEW_CONFIDENCE else 0.0
 
 
-def _skew_search(mask: Mask) -> tuple[float, float]:
+def skew_search(mask: Mask) -> tuple[float, float]:
     """Projection-profile search: coarse 0.5° steps, then 0.1° and 0.02° around the best.
 
     Returns the angle and how far its projection peak stands over the average of
@@ -308,7 +266,7 @@ def _energy(profile: npt.NDArray[np.float64] | npt.NDArray[np.intp]) -> float:
     return float(np.dot(profile, profile))
 
 
-def _working_grey(image: Image.Image, dpi: int, work_dpi: int = WORK_DPI) -> npt.NDArray[np.uint8]:
+def working_grey(image: Image.Image, dpi: int, work_dpi: int = WORK_DPI) -> npt.NDArray[np.uint8]:
     factor = max(1, round(dpi / work_dpi))
     if image.mode in ("1", "P"):
         image = image.convert("L")
@@ -320,7 +278,7 @@ def _working_grey(image: Image.Image, dpi: int, work_dpi: int = WORK_DPI) -> npt
     return np.asarray(small, dtype=np.uint8)
 
 
-def _content_mask(grey: npt.NDArray[np.uint8]) -> Mask:
+def content_mask(grey: npt.NDArray[np.uint8]) -> Mask:
     """Ink pixels inside the trimmed page: margins, edge bands and lone specks removed."""
     h, w = grey.shape
     my, mx = round(h * MARGIN_FRACTION), round(w * MARGIN_FRACTION)
@@ -362,7 +320,7 @@ def _despeckle(ink: Mask) -> Mask:
     return ink & _neighbours(ink)
 
 
-def _near(ink: Mask) -> Mask:
+def near_ink(ink: Mask) -> Mask:
     """Ink grown by one pixel: a thin text stroke weighs like its ~1 mm footprint on paper."""
     return ink | _neighbours(ink)
 
@@ -376,45 +334,6 @@ def _neighbours(ink: Mask) -> Mask:
             if dy != 1 or dx != 1:
                 found |= padded[dy : dy + h, dx : dx + w]
     return found
-
-
-def _line_profile(mask: Mask, angle: float) -> npt.NDArray[np.float64]:
-    """Ink per text row, counted along lines at the given skew."""
-    ys, xs = np.nonzero(mask)
-    shift = (xs - mask.shape[1] / 2) * math.tan(math.radians(angle))
-    rows = np.round(ys + shift - shift.min()).astype(np.int64)
-    return np.bincount(rows).astype(np.float64)
-
-
-def _ascender_balance(profile: npt.NDArray[np.float64]) -> float:
-    """Ink above the core band of text lines minus ink below it (positive = upright)."""
-    core = profile > 0.5 * _line_level(profile)
-    balance = 0.0
-    starts = np.nonzero(core[1:] & ~core[:-1])[0] + 1
-    ends = np.nonzero(core[:-1] & ~core[1:])[0] + 1
-    for start in starts:
-        later = ends[ends > start]
-        if not later.size:
-            break
-        end = int(later[0])
-        height = end - start
-        if height < 2:
-            continue
-        above = profile[max(0, start - height) : start]
-        below = profile[end : end + height]
-        # stop at the gap between lines so that a neighbour's core does not count
-        balance += _until_gap(above[::-1]) - _until_gap(below)
-    return balance
-
-
-def _line_level(profile: npt.NDArray[np.float64]) -> float:
-    busy = profile[profile > 0]
-    return float(np.percentile(busy, 75)) if busy.size else 0.0
-
-
-def _until_gap(profile: npt.NDArray[np.float64]) -> float:
-    gaps = np.nonzero(profile == 0)[0]
-    return float(profile[: gaps[0]].sum()) if gaps.size else float(profile.sum())
 
 
 def _white(mode: str) -> int | tuple[int, int, int]:

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures_pages import color_page, text_page, turned  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from agent.capture.pages import check_page, estimate_orientation, prepare_page  # noqa: E402
+from agent.capture.orientation import estimate_orientation  # noqa: E402
+from agent.capture.pages import check_page, prepare_page  # noqa: E402
 from agent.capture.pdf import encode_page  # noqa: E402
 
 
