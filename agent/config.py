@@ -9,15 +9,29 @@ Relative paths are relative to the home directory. Every key is documented in
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlparse
+from typing import Any
 
+from agent.validators import (
+    Validator,
+    valid_bool,
+    valid_broker_url,
+    valid_choice,
+    valid_device_port,
+    valid_float,
+    valid_id,
+    valid_int,
+    valid_marker,
+    valid_optional_path,
+    valid_optional_text,
+    valid_path,
+    valid_type_codes,
+)
+from device.sane_options import MODES, SOURCES
 from sync.errors import ConfigError
-from sync.mqtt.settings import BrokerConfig
-from sync.protocol import valid_device_id
+from sync.mqtt.settings import BrokerConfig, check_broker
 
 SYSTEM_CONFIG = Path("/etc/sohoa/sohoa.toml")
 DEFAULT_HOME = Path("/var/lib/sohoa")
@@ -89,49 +103,52 @@ class Config:
         return p if p.is_absolute() else self.home / p
 
 
-T = TypeVar("T")
-
-
-def _want(section: str, key: str, value: Any, kind: type[T]) -> T:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"[{section}] {key} = {value!r} is not a {kind.__name__}",
-            f"fix {key} in the [{section}] section of the configuration file",
-        )
-    return value
-
-
-def valid_broker_url(value: str) -> str:
-    parsed = urlparse(value)
-    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-        raise ConfigError(
-            f"[broker] url = {value!r} is not an MQTT URL",
-            "write it as mqtt://host:port or mqtts://host:port",
-        )
-    return value
-
-
-def _choice(section: str, key: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(
-            f"[{section}] {key} = {value!r} is not one of {', '.join(choices)}",
-            f"set {key} to one of {', '.join(choices)}",
-        )
-    return value
-
-
-def _positive(section: str, key: str, value: int) -> int:
-    if value < 0:
-        raise ConfigError(f"[{section}] {key} = {value} is negative", f"set {key} to 0 or more")
-    return value
-
-
-def _opt_path(value: Any, section: str, key: str) -> Path | None:
-    text = _want(section, key, value, str)
-    return Path(text) if text else None
-
+# every key of every section and the validator its value passes at load
+FIELDS: dict[str, dict[str, Validator]] = {
+    "device": {"id": valid_id, "key": valid_path},
+    "broker": {
+        "url": valid_broker_url,
+        "ca": valid_optional_path,
+        "cert": valid_optional_path,
+        "key": valid_optional_path,
+        "keepalive_s": valid_int(5, 3600, "seconds", 30),
+        "session_expiry_s": valid_int(60, 90 * 86400, "seconds", 604800),
+    },
+    "warehouse": {
+        "public_key": valid_path,
+        "private_key": valid_path,
+        "devices": valid_path,
+        "archive": valid_path,
+        "max_segments": valid_int(1, 1_000_000, "segments", 65536),
+    },
+    "capture": {
+        "profile": valid_choice(PROFILES),
+        "separator_text": valid_marker,
+        "drop_blank": valid_bool,
+        "min_dpi": valid_int(200, 1200, "dpi; archival copies need at least 200", 200),
+        "deskew": valid_bool,
+        "blank_threshold": valid_float(0.0, 1.0, "(fraction of the page)", 0.002),
+        "scanner_source": valid_choice(SOURCES),
+        "scanner_mode": valid_choice(MODES),
+        "scanner_resolution": valid_int(200, 1200, "dpi", 300),
+        "scanner_device": valid_optional_text,
+        "hot_folder": valid_optional_text,
+        "reader_port": valid_device_port,
+        "permanent_types": valid_type_codes,
+    },
+    "spool": {
+        "segment_size": valid_int(1024, 1 << 22, "bytes", 65536),
+        "reserve_mb": valid_int(0, 1 << 20, "MB", 200),
+        "retention_days": valid_int(0, 3650, "days", 30),
+    },
+    "sync": {
+        "bandwidth_kbps": valid_int(0, 10_000_000, "kbit/s; 0 = automatic", 0),
+        "window": valid_int(1, 4096, "segments", 64),
+        "health_interval_s": valid_int(2, 86400, "seconds", 60),
+        "receipt_timeout_s": valid_float(0.0, 3600.0, "seconds", 30.0, above_lo=True),
+        "modem_port": valid_device_port,
+    },
+}
 
 _SECTIONS: dict[str, type[Any]] = {
     "device": DeviceConfig,
@@ -144,32 +161,29 @@ _SECTIONS: dict[str, type[Any]] = {
 
 
 def _section(name: str, raw: Mapping[str, Any]) -> Any:
-    cls = _SECTIONS[name]
-    defaults = cls()
+    """One section's dataclass from its TOML table, every value validated."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table", f"write it as a [{name}] section")
+    validators = FIELDS[name]
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if not hasattr(defaults, key):
+        if key not in validators:
             raise ConfigError(
                 f"unknown key [{name}] {key}",
                 "remove it or check its spelling against config/sohoa.toml",
             )
-        current = getattr(defaults, key)
-        conv: Callable[[Any], Any]
-        if key in ("ca", "cert") or (name == "broker" and key == "key"):
-            values[key] = _opt_path(value, name, key)
-            continue
-        if isinstance(current, Path):
-            values[key] = Path(_want(name, key, value, str))
-        elif isinstance(current, bool):
-            values[key] = _want(name, key, value, bool)
-        elif isinstance(current, tuple):
-            items = _want(name, key, value, list)
-            values[key] = tuple(_want(name, key, v, str) for v in items)
-        else:
-            conv = type(current)
-            values[key] = _want(name, key, value, conv)
-    section = cls(**values)
-    return section
+        values[key] = validators[key](name, key, value)
+    return _SECTIONS[name](**values)
+
+
+def _home(raw: Mapping[str, Any], env: Mapping[str, str], source: Path | None) -> Path:
+    home_text = env.get("SOHOA_HOME") or raw.get("home", str(DEFAULT_HOME))
+    home = valid_path("", "home" if "SOHOA_HOME" not in env else "$SOHOA_HOME", home_text)
+    home = home.expanduser()
+    if not home.is_absolute():
+        base = source.parent if source is not None else Path.cwd()
+        home = (base / home).resolve()
+    return home
 
 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: Path | None) -> Config:
@@ -180,32 +194,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: Path | 
             f"unknown configuration section or key: {', '.join(sorted(unknown))}",
             "remove it or check its spelling against config/sohoa.toml",
         )
-    sections = {}
-    for name in _SECTIONS:
-        value = raw.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(f"[{name}] must be a table", f"write it as a [{name}] section")
-        sections[name] = _section(name, value)
-    home_text = env.get("SOHOA_HOME") or _want("", "home", raw.get("home", str(DEFAULT_HOME)), str)
-    home = Path(home_text).expanduser()
-    if not home.is_absolute():
-        base = source.parent if source is not None else Path.cwd()
-        home = (base / home).resolve()
-    valid_device_id(sections["device"].id)
-    valid_broker_url(sections["broker"].url)
-    _choice("capture", "profile", sections["capture"].profile, PROFILES)
-    _positive("sync", "bandwidth_kbps", sections["sync"].bandwidth_kbps)
-    if sections["spool"].segment_size < 1024 or sections["spool"].segment_size > 1 << 22:
-        raise ConfigError(
-            f"[spool] segment_size = {sections['spool'].segment_size} is out of range",
-            "use a size between 1024 and 4194304 bytes (default 65536)",
-        )
-    if sections["capture"].min_dpi < 200:
-        raise ConfigError(
-            f"[capture] min_dpi = {sections['capture'].min_dpi} is below the archival minimum",
-            "archival rules require at least 200 dpi; set min_dpi to 200 or more",
-        )
-    return Config(home=home, source=source, **sections)
+    sections = {name: _section(name, raw.get(name, {})) for name in _SECTIONS}
+    check_broker(sections["broker"])
+    return Config(home=_home(raw, env, source), source=source, **sections)
 
 
 def config_path(cli_path: str | None, env: Mapping[str, str]) -> Path | None:

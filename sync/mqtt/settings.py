@@ -36,6 +36,25 @@ class BrokerConfig:
         return urlparse(self.url).scheme == "mqtts"
 
 
+def check_broker(broker: BrokerConfig) -> None:
+    """The ``[broker]`` values that only make sense together: TLS files with mqtts://."""
+    if broker.tls and broker.ca is None:
+        raise ConfigError(
+            f"[broker] url = {broker.url!r} asks for TLS but [broker] ca is empty",
+            "set ca to the CA bundle that signed the broker's certificate",
+        )
+    if not broker.tls and (broker.ca or broker.cert or broker.key):
+        raise ConfigError(
+            f"[broker] url = {broker.url!r} is plain MQTT but ca/cert/key are set",
+            "use an mqtts:// url to connect with TLS, or clear ca, cert and key",
+        )
+    if (broker.cert is None) != (broker.key is None):
+        raise ConfigError(
+            "[broker] cert and key must be set together",
+            "give both the device certificate and its key, or neither",
+        )
+
+
 @dataclass(frozen=True)
 class Message:
     topic: str
@@ -72,16 +91,7 @@ class LinkSettings:
         username: str | None = None,
     ) -> LinkSettings:
         """Settings for ``broker``; its paths must already be resolved against the home."""
-        if broker.tls and broker.ca is None:
-            raise ConfigError(
-                f"[broker] url = {broker.url!r} asks for TLS but [broker] ca is empty",
-                "set ca to the CA bundle that signed the broker's certificate",
-            )
-        if not broker.tls and (broker.ca or broker.cert or broker.key):
-            raise ConfigError(
-                f"[broker] url = {broker.url!r} is plain MQTT but ca/cert/key are set",
-                "use an mqtts:// url to connect with TLS, or clear ca, cert and key",
-            )
+        check_broker(broker)
         return cls(
             host=broker.host,
             port=broker.port,
