@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,3 +79,22 @@ def atomic_write(
 def is_disk_full(exc: OSError) -> bool:
     """True for the errors a full disk or an exhausted quota raise."""
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def enable_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+    """Put the database in WAL mode, also when other processes open it at the same moment.
+
+    Switching the journal mode needs a lock that SQLite's busy handler does not wait
+    for, so workers started together would fail with "database is locked"; a
+    database already in WAL mode is left as it is.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

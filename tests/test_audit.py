@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_site
-from fixtures_mqtt import Broker
 
 from agent.capture.samples import make_page, receipt_page
 from agent.cli import main
 from agent.services.warehouse import WarehouseWorkers
 from sync.spool.audit import AuditEntry, chain_entry, entry_hash, verify_chain
+from tests.support.mqtt import Broker
+from tests.support.site import make_site
 
 DOSSIER = "000.00.20.H56-230512-0003"
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import fixtures_sane
 import pypdfium2 as pdfium
 import pytest
 from PIL import Image
@@ -34,7 +33,6 @@ from sync.keys import (
 from sync.spool.store import Spool
 
 DEVICE_ID = "test-device"
-sane_test_scanner = fixtures_sane.sane_test_scanner
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SOHOA, Site
 
 from agent.capture.samples import make_page
+from tests.support.site import SOHOA, Site
 
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SOHOA, Site
 
 from agent.capture.samples import make_page, receipt_page
+from tests.support.site import REPO, SOHOA, Site
 
 SEED = int(os.environ.get("SOHOA_CRASH_SEED", "20261123"))
 KILLS = 210

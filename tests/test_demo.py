@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import REPO, SOHOA
+from tests.support.site import REPO, SOHOA
 
 
 def test_demo_delivers_every_document_and_shows_the_fleet() -> None:

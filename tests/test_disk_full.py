@@ -16,9 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import Site, write_toml
 
 from agent.capture.samples import make_page
+from tests.support.site import Site, write_toml
 
 MB = 2**20
 FS_MB = 24

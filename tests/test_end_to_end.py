@@ -7,12 +7,10 @@ import hashlib
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 
-from conftest import SOHOA, Site
-
 from agent.capture.samples import make_page, receipt_page
+from tests.support.site import SOHOA, Site
 
 DOSSIER_A = "000.00.20.H56-230512-0003"
 DOSSIER_B = "000.00.20.H56-230512-0004"
@@ -103,12 +101,13 @@ def test_receipt_signed_by_wrong_key_leaves_document_pending(site: Site, tmp_pat
         impostor,
         index,
     )
-    stop = threading.Event()
+    stop, subscribed = threading.Event(), threading.Event()
 
     def serve() -> None:
         link = Link(LinkSettings.from_config(wh.broker, "impostor", clean_start=True))
         link.connect()
         link.subscribe(shared_subscription("ingest", INGEST_FILTER))
+        subscribed.set()
         while not stop.is_set():
             msg = link.get(0.2)
             if msg is not None:
@@ -118,7 +117,7 @@ def test_receipt_signed_by_wrong_key_leaves_document_pending(site: Site, tmp_pat
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    time.sleep(0.5)
+    assert subscribed.wait(15), "the impostor warehouse did not subscribe"
     proc = site.run("sync", "--once", "--timeout", "25")
     stop.set()
     t.join(5)

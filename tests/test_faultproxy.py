@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from faultproxy import FaultProxy
+
+from tests.support.faultproxy import FaultProxy
+from tests.support.wait import wait_until
 
 Handler = Callable[[socket.socket], None]
 
@@ -219,9 +221,9 @@ def test_blackhole_holds_traffic_until_cleared(
     up = upstream_factory(echo)
     with FaultProxy(up.address) as proxy, connect(proxy) as s:
         round_trip(s)
-        time.sleep(0.05)  # the proxy counts a chunk just after sending it
+        # the proxy counts a chunk just after sending it
+        wait_until(lambda: (proxy.bytes_up, proxy.bytes_down) == (4, 4), 3, "4 bytes counted")
         before = (proxy.bytes_up, proxy.bytes_down)
-        assert before == (4, 4)
         proxy.blackhole(True)
         s.sendall(b"lost?")
         s.settimeout(0.4)

@@ -7,13 +7,13 @@ import time
 from collections import deque
 from pathlib import Path
 
-from conftest import Site
-
 from agent.capture.samples import make_page
 from agent.health import health_payload
 from agent.services.sync import birth, device_link
 from sync.protocol import health_topic, state_topic
 from sync.spool.store import Spool
+from tests.support.site import Site
+from tests.support.wait import wait_until
 
 HEALTH_KEYS = {
     "device",
@@ -55,9 +55,14 @@ def test_fleet_shows_backlog_and_marks_a_vanished_device_offline(
     assert row["device"] == cfg.device.id and row["online"] is True and row["pending_docs"] == 1
 
     link.drop()  # power cut: the broker publishes the Last Will
-    time.sleep(1.0)
-    offline = json.loads(site.run("fleet", "--json", "--wait", "0.5", check=True).stdout)
-    (row,) = offline["devices"]
+
+    def fleet_rows() -> list[dict[str, object]]:
+        out = site.run("fleet", "--json", "--wait", "0.5", check=True).stdout
+        rows: list[dict[str, object]] = json.loads(out)["devices"]
+        return rows
+
+    wait_until(lambda: fleet_rows()[0]["online"] is False, 20, "the Last Will to mark it offline")
+    (row,) = fleet_rows()
     assert row["online"] is False and row["pending_docs"] == 1
     text = site.run("fleet", "--wait", "0.5", check=True).stdout
     assert cfg.device.id in text and "OFFLINE" in text

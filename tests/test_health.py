@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import fixtures_sane
 import pytest
 
 from agent.capture.wiring import Capture, scan_settings
@@ -20,8 +19,6 @@ from device.scanner import SaneScanner, ScannedPage
 from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings
 from sync.protocol import health_topic
-
-sane_test_scanner = fixtures_sane.sane_test_scanner
 
 
 class JamAfter:

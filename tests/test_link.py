@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy
-from fixtures_mqtt import Broker, free_port, make_tls, start_mosquitto
 
 from sync.errors import BrokerError, ConfigError
 from sync.mqtt.link import Link
 from sync.mqtt.settings import BrokerConfig, LinkSettings, Message, shared_subscription
+from tests.support.faultproxy import FaultProxy
+from tests.support.mqtt import Broker, free_port, make_tls, start_mosquitto
+from tests.support.wait import became_true
 
 _ids = itertools.count()
 
@@ -50,15 +51,6 @@ def drain(link: Link, quiet_s: float = 0.3) -> list[Message]:
     while (m := link.get(quiet_s)) is not None:
         got.append(m)
     return got
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_publish_returns_only_after_the_puback(broker: Broker, ns: str) -> None:
@@ -243,11 +235,11 @@ def test_a_cut_link_fails_pending_publishes_and_keeps_received_messages(
     ):
         dev.subscribe(f"{ns}/rcpt")
         wh.publish(f"{ns}/rcpt", b"stored")
-        assert wait_until(lambda: proxy.bytes_down > 0 and dev.queued == 1)
+        assert became_true(lambda: proxy.bytes_down > 0 and dev.queued == 1, 3.0)
         proxy.blackhole(True)
         pending = dev.publish_nowait(f"{ns}/s/1", b"segment")
         proxy.cut()
-        assert wait_until(lambda: not dev.connected)
+        assert became_true(lambda: not dev.connected, 3.0)
         assert pending.done() and pending.failed and not pending.wait(0)
         assert pending.reason.startswith("connection lost")
         assert dev.publish_nowait(f"{ns}/s/2", b"segment").failed
@@ -273,7 +265,7 @@ def test_a_silent_link_is_noticed_within_two_keepalives(broker: Broker, ns: str)
     ):
         proxy.blackhole(True)
         started = time.monotonic()
-        assert wait_until(lambda: not link.connected, timeout_s=4)
+        assert became_true(lambda: not link.connected, 4)
         assert time.monotonic() - started <= 3.0
 
 

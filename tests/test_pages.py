@@ -6,14 +6,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from fixtures_pages import (
-    blank_page,
-    noisy_blank_page,
-    photo_page,
-    short_lines_page,
-    text_page,
-    turned,
-)
 from PIL import Image
 
 from agent.capture.orientation import estimate_orientation, turn_upright
@@ -29,6 +21,14 @@ from agent.capture.pages import (
 from agent.errors import exit_code_of
 from device.errors import InputError
 from sync.errors import ExitCode
+from tests.support.pages import (
+    blank_page,
+    noisy_blank_page,
+    photo_page,
+    short_lines_page,
+    text_page,
+    turned,
+)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 import pytest
 import zbar
-from fixtures_pages import color_page, receipt_page, short_lines_page, text_page, turned
 from PIL import Image
 
 from agent.capture.pages import ink_mask, prepare_page
@@ -26,6 +25,7 @@ from agent.capture.pdf import (
     write_pdf,
 )
 from device.errors import InputError
+from tests.support.pages import color_page, receipt_page, short_lines_page, text_page, turned
 
 A4_POINTS = (595.28, 841.89)
 DOSSIER = "000.00.20.H56-230512-0003"

@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import fixtures_sane
 import pytest
 import sane
 
@@ -42,9 +41,9 @@ from device.scanner import (
     poll_buttons,
     wait_for_button,
 )
+from tests.support.sane import sane_env
 
 ROOT = Path(__file__).resolve().parents[1]
-sane_test_scanner = fixtures_sane.sane_test_scanner
 FEEDER = "Automatic Document Feeder"
 
 
@@ -225,7 +224,7 @@ def test_unknown_scanner_is_not_found_and_the_hint_lists_the_scanners(
 def test_list_devices_shows_the_configured_scanners(sane_test_scanner: str) -> None:
     # dll.conf is read once per process (at the first sane_init), so list in a fresh one.
     code = "import json; from device.scanner import list_devices; print(json.dumps(list_devices()))"
-    env = fixtures_sane.sane_env(Path(os.environ["SANE_CONFIG_DIR"]))
+    env = sane_env(Path(os.environ["SANE_CONFIG_DIR"]))
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -3,18 +3,19 @@ and a handheld reader on a serial port sets the next batch's dossier."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import Site
 
 from agent.capture.pipeline import CaptureResult
 from agent.capture.samples import make_page
 from agent.services.capture import dossier_from_reader, run_agent
+from tests.support.site import Site
+from tests.support.wait import wait_until
 
 DOSSIER = "000.00.20.H56-230512-0007"
 
@@ -35,14 +36,15 @@ def test_handheld_reader_line_sets_only_a_valid_dossier(line: str, expected: str
 
 
 def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(
-    site: Site, tmp_path: Path
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sohoa.agent")
     master, slave = os.openpty()
     port = os.ttyname(slave)
     hot = tmp_path / "hot"
     hot.mkdir()
     results: list[CaptureResult] = []
-    stop = threading.Event()
+    stop, ready = threading.Event(), threading.Event()
     cfg = replace(site.device, capture=replace(site.device.capture, drop_blank=False))
     t = threading.Thread(
         target=run_agent,
@@ -53,22 +55,21 @@ def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(
             "reader_port": port,
             "stop": stop,
             "on_batch": results.append,
+            "notify": lambda state: state == "READY=1" and ready.set(),
         },
         daemon=True,
     )
     t.start()
     try:
-        time.sleep(1.0)
+        assert ready.wait(15), "the capture service did not start"
         os.write(master, f"{DOSSIER}\r\n".encode())
-        time.sleep(1.0)
+        wait_until(lambda: "dossier set for the next batch" in caplog.text, 15, "the reader")
         tmp = hot / "scan-0001.png.part"
         make_page(["ĐƠN ĐỀ NGHỊ", "Kính gửi: UBND xã"], seed=3).save(
             tmp, format="PNG", dpi=(300, 300)
         )
         tmp.rename(hot / "scan-0001.png")
-        deadline = time.monotonic() + 30
-        while not results and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: results, 30, "the hot-folder batch")
     finally:
         stop.set()
         t.join(15)

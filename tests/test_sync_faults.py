@@ -15,18 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import Site, make_site
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from faultproxy import FaultProxy
-from fixtures_mqtt import Broker, make_tls, start_mosquitto
-from fixtures_sync import (
-    pending_count,
-    spool_documents,
-    start_device,
-    stored_documents,
-    via,
-    warehouse_workers,
-)
 
 from agent.config import Config, DeviceConfig
 from agent.services.sync import device_link, sync_once
@@ -47,6 +36,18 @@ from sync.protocol import (
 )
 from sync.spool.store import Spool
 from sync.uploader import TokenBucket, Uploader, UploadSettings
+from tests.support.faultproxy import FaultProxy
+from tests.support.mqtt import Broker, make_tls, start_mosquitto
+from tests.support.site import Site, make_site
+from tests.support.sync import (
+    pending_count,
+    spool_documents,
+    start_device,
+    stored_documents,
+    via,
+    warehouse_workers,
+)
+from tests.support.wait import wait_until
 
 
 def add_device(site: Site, tmp: Path, device_id: str) -> Config:
@@ -65,12 +66,9 @@ def add_device(site: Site, tmp: Path, device_id: str) -> Config:
     return dev
 
 
-def wait_until(what: str, check: object, timeout_s: float) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+def sent_count(cfg: Config) -> int:
+    with Spool(cfg.home / "spool") as spool:
+        return spool.status().by_state["sent"]
 
 
 def assert_stored_exactly_once(site: Site, expected: dict[tuple[str, str], str]) -> None:
@@ -99,10 +97,10 @@ def test_three_devices_on_cutting_links_store_every_document_exactly_once(
         with warehouse_workers(site.warehouse, 2):
             loops = [start_device(via(d, p.port)) for d, p in zip(devices, proxies, strict=True)]
             wait_until(
-                "180 documents stored", lambda: len(stored_documents(site.warehouse)) >= 180, 50
+                lambda: len(stored_documents(site.warehouse)) >= 180, 50, "180 documents stored"
             )
             wait_until(
-                "every spool drained", lambda: all(pending_count(d) == 0 for d in devices), 20
+                lambda: all(pending_count(d) == 0 for d in devices), 20, "every spool drained"
             )
             outcomes = [loop.end() for loop in loops]
     finally:
@@ -118,10 +116,11 @@ def test_backlog_drains_once_the_warehouse_comes_back(site: Site) -> None:
     with warehouse_workers(site.warehouse, 1, tag="early"):
         pass  # the workers' persistent sessions now exist; the warehouse goes down
     loop = start_device(site.device)
-    time.sleep(3)
+    # the device uploads, and no receipt comes while the warehouse is down
+    wait_until(lambda: sent_count(site.device) >= 1, 30, "a document sent without a receipt")
     assert (stored_documents(site.warehouse), pending_count(site.device)) == ([], 15)
     with warehouse_workers(site.warehouse, 1, tag="early"):
-        wait_until("the spool to drain", lambda: pending_count(site.device) == 0, 40)
+        wait_until(lambda: pending_count(site.device) == 0, 40, "the spool to drain")
     loop.end()
     assert_stored_exactly_once(
         site, {(site.device.device.id, s.doc_id): s.pdf_sha256 for s in sealed}
@@ -132,11 +131,11 @@ def test_broker_restart_loses_nothing(site: Site) -> None:
     sealed = spool_documents(site.device, 30, size=20_000)
     with warehouse_workers(site.warehouse, 2):
         loop = start_device(site.device)
-        wait_until("some documents stored", lambda: len(stored_documents(site.warehouse)) >= 3, 20)
+        wait_until(lambda: len(stored_documents(site.warehouse)) >= 3, 20, "some documents stored")
         site.broker.stop()
-        time.sleep(1.5)
+        time.sleep(1.5)  # the outage itself: the device must ride out a broker that is gone
         site.broker.start()
-        wait_until("the spool to drain", lambda: pending_count(site.device) == 0, 45)
+        wait_until(lambda: pending_count(site.device) == 0, 45, "the spool to drain")
         loop.end()
     assert_stored_exactly_once(
         site, {(site.device.device.id, s.doc_id): s.pdf_sha256 for s in sealed}
@@ -192,7 +191,12 @@ def test_upload_resumes_after_a_restart_sending_only_missing_segments(
         spool = Spool(site.device.home / "spool")
         if state == "sent":
             spool.mark_sent(doc.doc_id)
-        time.sleep(0.5)  # let the warehouse stage what arrived
+        staged = site.warehouse.path(site.warehouse.warehouse.archive) / "staging"
+        wait_until(
+            lambda: len(list(staged.glob(f"*/{doc.doc_id}/s*"))) == sent_before,
+            10,
+            f"{sent_before} segments staged at the warehouse",
+        )
         link = device_link(site.device)
         link.connect()
         try:

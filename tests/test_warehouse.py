@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fixtures_sync import seal
 
 from agent.config import Config, DeviceConfig
 from sync import enrolment, keys
@@ -33,6 +32,7 @@ from sync.protocol import (
 )
 from sync.warehouse.index import SqliteIndex
 from sync.warehouse.ingest import MAX_BAD_BODIES, Ingest, IngestSettings
+from tests.support.sync import seal
 
 DEVICE = "dev-wh-01"
 

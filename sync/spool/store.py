@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sync.durable import fsync_dir, fsync_file, iso
+from sync.durable import enable_wal, fsync_dir, fsync_file, iso
 from sync.errors import SpoolError, SpoolFullError
 from sync.spool.audit import AuditEntry, chain_entry
 from sync.spool.recovery import recover_spool
@@ -63,7 +63,7 @@ class Spool:
         self._conn = sqlite3.connect(root / "spool.db", timeout=30, isolation_level=None)
         try:
             check_version(self._conn, root / "spool.db")  # before anything writes to it
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(self._conn)
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self.schema_found = migrate(self._conn, root / "spool.db")

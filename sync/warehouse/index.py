@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from sync.durable import enable_wal
+
 
 @dataclass(frozen=True)
 class StoredDocument:
@@ -56,7 +58,7 @@ class SqliteIndex:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._c = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._c.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._c)
         self._c.execute("PRAGMA synchronous=FULL")
         self._c.execute(
             "CREATE TABLE IF NOT EXISTS documents (doc_id TEXT NOT NULL, device TEXT NOT NULL,"

@@ -1,6 +1,6 @@
 """Benchmark: a whole feeder batch through capture_batch against a naive pipeline.
 
-Run: .venv/bin/python tests/bench/bench_capture.py [--pages N] [--runs R] [--rss-pages M]
+Run: .venv/bin/python -m tests.bench.bench_capture [--pages N] [--runs R] [--rss-pages M]
 
 Pages are 300-dpi A4 grey scans: seven text pages and one receipt carrying a
 Code 128 dossier code, repeated (one page in eight has a code). They are made

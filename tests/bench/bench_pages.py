@@ -1,6 +1,6 @@
 """Benchmark: page checks and PDF encoding on a 300-dpi A4 grey text page.
 
-Run: .venv/bin/python tests/bench/bench_pages.py [--runs N]
+Run: .venv/bin/python -m tests.bench.bench_pages [--runs N]
 
 Times are CPU time (process_time) per page, the median of N runs after one
 warm-up. Baselines: the per-step share of the capture budget on this machine
@@ -18,14 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image
 
-from fixtures_pages import color_page, text_page, turned  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from agent.capture.orientation import estimate_orientation  # noqa: E402
-from agent.capture.pages import check_page, prepare_page  # noqa: E402
-from agent.capture.pdf import encode_page  # noqa: E402
+from agent.capture.orientation import estimate_orientation
+from agent.capture.pages import check_page, prepare_page
+from agent.capture.pdf import encode_page
+from tests.support.pages import color_page, text_page, turned
 
 
 def cpu_ms(action: Callable[[], object], runs: int) -> float:

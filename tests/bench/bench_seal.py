@@ -1,6 +1,6 @@
 """Benchmark: sealing throughput of the envelope writer vs raw ChaCha20-Poly1305.
 
-Run: .venv/bin/python tests/bench/bench_seal.py [--runs N]
+Run: .venv/bin/python -m tests.bench.bench_seal [--runs N]
 
 For each size, the writer seals random bytes into a sink that discards them
 (no disk I/O on either side), fixed costs included (HPKE, Ed25519 signature,

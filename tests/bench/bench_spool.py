@@ -1,6 +1,6 @@
 """Benchmark: the spool's durable commits and its restart after a kill.
 
-Run: .venv/bin/python tests/bench/bench_spool.py [--commits N] [--docs N] [--dir DIR]
+Run: .venv/bin/python -m tests.bench.bench_spool [--commits N] [--docs N] [--dir DIR]
 
 commits/s: ``Spool.commit_document`` of small pre-made envelope files (fsync of
 the file, row as 'captured', rename, fsync of both folders, row 'queued' with

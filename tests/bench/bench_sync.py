@@ -1,6 +1,6 @@
 """Benchmark: store-and-forward over a slow, lossy link, and warehouse ingest.
 
-Run: .venv/bin/python tests/bench/bench_sync.py [--kbps 256 --one-way-ms 150 ...]
+Run: .venv/bin/python -m tests.bench.bench_sync [--kbps 256 --one-way-ms 150 ...]
 
 Every figure comes from real parts: a private mosquitto per measure, the real
 uploader and warehouse worker, and a FaultProxy (userspace, token bucket each way,
@@ -32,27 +32,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from conftest import Site, make_site  # noqa: E402
-from faultproxy import FaultProxy  # noqa: E402
-from fixtures_mqtt import Broker, start_mosquitto  # noqa: E402
-from fixtures_sync import seal, spool_documents, stored_documents, via, warehouse_workers  # noqa: E402
-
-from agent.config import Config  # noqa: E402
-from agent.services.sync import device_link  # noqa: E402
-from agent.wiring import reconnect_delays  # noqa: E402
-from sync.envelope.header import manifest_bytes  # noqa: E402
-from sync.envelope.reader import iter_segments, read_header, read_prefix  # noqa: E402
-from sync.errors import BrokerError  # noqa: E402
-from sync.keys import load_warehouse_private, load_warehouse_public  # noqa: E402
-from sync.mqtt.link import Link, PendingPublish  # noqa: E402
-from sync.mqtt.settings import LinkSettings  # noqa: E402
-from sync.protocol import manifest_topic, segment_topic  # noqa: E402
-from sync.spool.store import Spool  # noqa: E402
-from sync.uploader import Uploader, UploadSettings  # noqa: E402
-from sync.warehouse.index import SqliteIndex  # noqa: E402
-from sync.warehouse.ingest import Ingest, IngestSettings  # noqa: E402
+from agent.config import Config
+from agent.services.sync import device_link
+from agent.wiring import reconnect_delays
+from sync.envelope.header import manifest_bytes
+from sync.envelope.reader import iter_segments, read_header, read_prefix
+from sync.errors import BrokerError
+from sync.keys import load_warehouse_private, load_warehouse_public
+from sync.mqtt.link import Link, PendingPublish
+from sync.mqtt.settings import LinkSettings
+from sync.protocol import manifest_topic, segment_topic
+from sync.spool.store import Spool
+from sync.uploader import Uploader, UploadSettings
+from sync.warehouse.index import SqliteIndex
+from sync.warehouse.ingest import Ingest, IngestSettings
+from tests.support.faultproxy import FaultProxy
+from tests.support.mqtt import Broker, start_mosquitto
+from tests.support.site import Site, make_site
+from tests.support.sync import seal, spool_documents, stored_documents, via, warehouse_workers
 
 
 @dataclass

@@ -15,7 +15,6 @@ import pwd
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,23 +242,3 @@ def start_mosquitto(
             continue
         return Broker(HOST, chosen, proc, conf, data_dir, log, tls)
     raise AssertionError("unreachable")
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """A fresh broker for one test; stopped afterwards."""
-    broker = start_mosquitto(tmp_path / "broker")
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture(scope="session")
-def mosquitto_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """One broker shared by the whole run: use unique client ids and topics per test."""
-    broker = start_mosquitto(tmp_path_factory.mktemp("broker"))
-    try:
-        yield broker
-    finally:
-        broker.stop()

@@ -16,28 +16,9 @@ the first init: a test that needs ``test:0`` listed runs in a subprocess with
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-
-from device.sane_testbed import write_sane_config
 
 
 def sane_env(directory: Path) -> dict[str, str]:
     """Environment for a subprocess that must see only the test backend."""
     return {**os.environ, "SANE_CONFIG_DIR": str(directory)}
-
-
-@pytest.fixture(scope="session")
-def sane_test_scanner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Device name of the libsane test backend ("test:0"): 10 pages per feeder run.
-    ``os.environ["SANE_CONFIG_DIR"]`` names the private configuration meanwhile."""
-    config_dir = write_sane_config(tmp_path_factory.mktemp("sane.d"))
-    previous = os.environ.get("SANE_CONFIG_DIR")
-    os.environ["SANE_CONFIG_DIR"] = str(config_dir)
-    yield "test:0"
-    if previous is None:
-        os.environ.pop("SANE_CONFIG_DIR", None)
-    else:
-        os.environ["SANE_CONFIG_DIR"] = previous
