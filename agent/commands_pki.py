@@ -1,0 +1,95 @@
+"""``sohoa pki`` and ``sohoa broker config``: the province's certificate authority and
+the mosquitto configuration built on it. The CA lives in ``keys/`` under the home."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pwd
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.config import Config
+from sync import pki
+from sync.broker_config import write_broker_config
+from sync.errors import ExitCode
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _keys(cfg: Config) -> Path:
+    return cfg.home / "keys"
+
+
+def cmd_pki(args: argparse.Namespace, cfg: Config) -> int:
+    keys = _keys(cfg)
+    if args.pki_cmd == "init":
+        cert = pki.init_ca(keys, force=args.force)
+        print(f"CA created: {keys / 'ca.crt'} (valid until {cert.not_valid_after_utc:%Y-%m-%d})")
+    elif args.pki_cmd == "issue":
+        crt, key = pki.issue(keys, args.name, args.role, Path(args.out), days=args.days)
+        print(f"{args.role} certificate for {args.name}: {crt} (key {key}, mode 0600)")
+    elif args.pki_cmd == "revoke":
+        n = pki.revoke(keys, args.name)
+        print(
+            f"{n} certificate(s) of {args.name} revoked; CRL {keys / 'ca.crl'} updated —"
+            " run `sohoa broker config` again and reload mosquitto"
+        )
+    else:
+        issued = pki.load_register(keys)
+        if args.json:
+            print(json.dumps({"issued": [i.__dict__ for i in issued]}, indent=2))
+        for i in [] if args.json else issued:
+            state = f"revoked {i.revoked_at}" if i.revoked_at else f"until {i.not_after[:10]}"
+            print(f"{i.name:<24} {i.role:<10} {state}")
+    return ExitCode.ok
+
+
+def cmd_broker(args: argparse.Namespace, cfg: Config) -> int:
+    conf = write_broker_config(
+        _keys(cfg),
+        Path(args.out),
+        port=args.port,
+        host=args.host,
+        listen=args.listen,
+        run_as=args.run_as,
+    )
+    print(f"mosquitto configuration written: mosquitto -c {conf}")
+    return ExitCode.ok
+
+
+def add_pki(sub: Subparsers) -> None:
+    s = sub.add_parser("pki", help="province: certificate authority for broker identities")
+    psub = s.add_subparsers(dest="pki_cmd", required=True, metavar="PKI_COMMAND")
+    p = psub.add_parser("init", help="create the CA: keys/ca.key (0600), keys/ca.crt")
+    p.add_argument("--force", action="store_true", help="replace an existing CA")
+    p = psub.add_parser("issue", help="issue a client certificate NAME.crt + NAME.key")
+    p.add_argument("name", help="the identity (device id for a device)")
+    p.add_argument("--role", required=True, choices=pki.CLIENT_ROLES, help="its broker role")
+    p.add_argument("--out", required=True, help="folder for NAME.crt and NAME.key")
+    p.add_argument("--days", type=int, help="lifetime (default: device 365, services 730)")
+    p = psub.add_parser("revoke", help="revoke NAME's certificates and re-sign the CRL")
+    p.add_argument("name", help="the identity to revoke")
+    p = psub.add_parser("ls", help="list issued certificates")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    s.set_defaults(func=cmd_pki)
+
+
+def _default_user() -> str:
+    try:
+        return pwd.getpwnam("mosquitto").pw_name
+    except KeyError:
+        return pwd.getpwuid(0).pw_name
+
+
+def add_broker(sub: Subparsers) -> None:
+    s = sub.add_parser("broker", help="province: mosquitto configuration (TLS, ACL, CRL)")
+    bsub = s.add_subparsers(dest="broker_cmd", required=True, metavar="BROKER_COMMAND")
+    b = bsub.add_parser("config", help="write mosquitto.conf, certificates, CRL and ACL into DIR")
+    b.add_argument("--out", required=True, help="the folder (mosquitto -c DIR/mosquitto.conf)")
+    b.add_argument("--port", type=int, default=8883, help="TLS port (default 8883)")
+    b.add_argument("--host", default="localhost", help="the name devices connect to")
+    b.add_argument("--listen", default="", help="address to bind (default: all)")
+    b.add_argument("--run-as", default=_default_user(), help="user mosquitto runs as")
+    s.set_defaults(func=cmd_broker)

@@ -1,0 +1,107 @@
+"""``sohoa broker config``: a complete mosquitto configuration for the province.
+
+TLS only, every client with a certificate from the provincial CA, the
+certificate's CN as username, no anonymous access, the CRL checked, and an ACL
+in which a device may publish only under ``sohoa/v1/d/<its id>/`` and read only
+its own receipts and commands. Warehouse identities read documents and write
+receipts and commands; fleet identities read state and health and write
+nothing. ``mosquitto -c DIR/mosquitto.conf`` runs it as it is.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sync.durable import atomic_write
+from sync.pki import CaPaths, identities, issue, load_ca
+from sync.protocol import ROOT
+
+BROKER_NAME = "broker"
+
+DEVICE_RULES = (
+    "# devices: each only under its own id (%u = certificate CN = device id)",
+    f"pattern write {ROOT}/d/%u/state",
+    f"pattern write {ROOT}/d/%u/health",
+    f"pattern write {ROOT}/d/%u/doc/#",
+    f"pattern read {ROOT}/d/%u/rcpt",
+    f"pattern read {ROOT}/d/%u/cmd",
+)
+WAREHOUSE_RULES = (
+    f"topic read {ROOT}/d/+/doc/#",
+    f"topic write {ROOT}/d/+/rcpt",
+    f"topic write {ROOT}/d/+/cmd",
+)
+FLEET_RULES = (f"topic read {ROOT}/d/+/state", f"topic read {ROOT}/d/+/health")
+
+
+def acl_text(warehouses: list[str], fleets: list[str]) -> str:
+    """The ACL file: device patterns, then one block per provincial service identity.
+
+    A service identity may not also act as a device: its own ``%u`` topics are
+    denied, so a fleet service cannot invent a device."""
+    lines = ["# written by `sohoa broker config`; regenerate after issuing a service identity"]
+    for role, names, rules in (
+        ("warehouse", warehouses, WAREHOUSE_RULES),
+        ("fleet", fleets, FLEET_RULES),
+    ):
+        for name in names:
+            lines += ["", f"# {role}", f"user {name}", *rules, f"topic deny {ROOT}/d/{name}/#"]
+    lines += ["", *DEVICE_RULES]
+    return "\n".join(lines) + "\n"
+
+
+def mosquitto_conf(out: Path, port: int, listen: str, run_as: str) -> str:
+    bind = f" {listen}" if listen else ""
+    return "\n".join(
+        [
+            "# written by `sohoa broker config`: TLS only, one certificate per client",
+            f"user {run_as}",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"acl_file {out / 'acl'}",
+            f"listener {port}{bind}",
+            "protocol mqtt",
+            f"cafile {out / 'ca.crt'}",
+            f"certfile {out / 'server.crt'}",
+            f"keyfile {out / 'server.key'}",
+            f"crlfile {out / 'ca.crl'}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "tls_version tlsv1.2",
+            "persistence true",
+            f"persistence_location {out / 'data'}/",
+            "max_inflight_messages 0",
+            "max_queued_messages 100000",
+            "max_queued_bytes 0",
+            # segments are at most 4 MiB; a manifest far less
+            "max_packet_size 8400000",
+            f"log_dest file {out / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "",
+        ]
+    )
+
+
+def write_broker_config(
+    keys_dir: Path, out: Path, *, port: int, host: str, listen: str = "", run_as: str = "mosquitto"
+) -> Path:
+    """Write the configuration into ``out``; the path of ``mosquitto.conf``."""
+    out = out.resolve()
+    load_ca(keys_dir)  # a missing CA is named before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(exist_ok=True)
+    paths = CaPaths.under(keys_dir)
+    shutil.copyfile(paths.cert, out / "ca.crt")
+    shutil.copyfile(paths.crl, out / "ca.crl")
+    hosts = tuple(dict.fromkeys((host, listen) if listen else (host,)))
+    cert, key = issue(keys_dir, BROKER_NAME, "broker", out, hosts=hosts)
+    cert.replace(out / "server.crt")
+    key.replace(out / "server.key")
+    acl = acl_text(identities(keys_dir, "warehouse"), identities(keys_dir, "fleet"))
+    atomic_write(out / "acl", acl.encode(), mode=0o644, what="the broker ACL")
+    conf = out / "mosquitto.conf"
+    atomic_write(conf, mosquitto_conf(out, port, listen, run_as).encode(), what="mosquitto.conf")
+    return conf
