@@ -67,6 +67,7 @@ class CaptureConfig:
     scanner_device: str = ""
     hot_folder: str = ""
     reader_port: str = ""
+    keep_originals: bool = False
     # document type codes whose envelopes use the post-quantum hybrid suite
     permanent_types: tuple[str, ...] = ()
 
@@ -135,6 +136,7 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "hot_folder": valid_optional_text,
         "reader_port": valid_device_port,
         "permanent_types": valid_type_codes,
+        "keep_originals": valid_bool,
     },
     "spool": {
         "segment_size": valid_int(1024, 1 << 22, "bytes", 65536),

@@ -285,7 +285,13 @@ class _Sighting:
 
 
 class HotFolder:
-    """A directory a network scanner writes into (scan-to-folder, SMB share)."""
+    """A directory a network scanner writes into (scan-to-folder, SMB share).
+
+    A file is read by ``take`` and removed by ``finish`` once its batch is committed
+    to the spool, so a crash in between leaves it to be taken again. Originals hold
+    personal data in clear: they are deleted unless ``keep_originals`` moves them
+    to ``done_dir``.
+    """
 
     def __init__(
         self,
@@ -294,14 +300,14 @@ class HotFolder:
         settle_s: float = 2.0,
         done_dir: Path | None = None,
         failed_dir: Path | None = None,
-        delete_done: bool = False,
+        keep_originals: bool = False,
         default_dpi: int = 300,
     ) -> None:
         self.directory = directory
         self.settle_s = settle_s
         self.done_dir = done_dir if done_dir is not None else directory / "done"
         self.failed_dir = failed_dir if failed_dir is not None else directory / "failed"
-        self.delete_done = delete_done
+        self.keep_originals = keep_originals
         self.default_dpi = default_dpi
         self._seen: dict[Path, _Sighting] = {}
 
@@ -339,20 +345,22 @@ class HotFolder:
         return ready
 
     def take(self, path: Path) -> Iterator[ScannedPage]:
-        """Yield the file's pages, then move it to ``done_dir`` (or delete it when so
-        configured). An unreadable file goes to ``failed_dir``; a run stopped part-way
-        leaves the file where it is, to be taken again."""
+        """Yield the file's pages. An unreadable file goes to ``failed_dir``; a file
+        read to the end stays where it is until ``finish``."""
         try:
             yield from pages_from_path(path, default_dpi=self.default_dpi)
         except InputError as exc:
             kept = _move(path, self.failed_dir)
             self._seen.pop(path, None)
             raise InputError(exc.message, f"{exc.hint} (the file is kept as {kept})") from exc
+
+    def finish(self, path: Path) -> None:
+        """The file's batch is in the spool: delete it (or keep it in ``done_dir``)."""
         self._seen.pop(path, None)
-        if self.delete_done:
-            path.unlink()
-        else:
+        if self.keep_originals:
             _move(path, self.done_dir)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _move(path: Path, directory: Path) -> Path:

@@ -104,6 +104,13 @@ BAD = [
         "[capture] permanent_types = 'KQ.G15' is not a list",
         "list",
     ),
+    (
+        "capture",
+        "keep_originals",
+        "no",
+        "[capture] keep_originals = 'no' is not true or false",
+        "true or false",
+    ),
     ("spool", "segment_size", 512, "[spool] segment_size = 512 is out of range", "1024 to 4194304"),
     ("spool", "reserve_mb", -5, "[spool] reserve_mb = -5 is out of range", "0 to"),
     ("spool", "retention_days", -1, "[spool] retention_days = -1 is out of range", "0 to 3650"),

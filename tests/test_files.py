@@ -386,18 +386,19 @@ def test_temporary_names_are_never_taken(tmp_path: Path) -> None:
     assert [hot.ready_files(now=0.0), hot.ready_files(now=1.0)] == [[], [tmp_path / "ok.pdf"]]
 
 
-def test_ready_file_is_taken_once_and_moved_to_done(tmp_path: Path) -> None:
+def test_a_kept_original_is_moved_to_done_once_its_batch_is_committed(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     multi(inbox / "a.pdf", [page((100, 100)), page((120, 100))], resolution=200)
     done = tmp_path / "done"
     (done).mkdir()
     (done / "a.pdf").write_bytes(b"an earlier a.pdf")
-    hot = HotFolder(inbox, settle_s=1.0, done_dir=done)
+    hot = HotFolder(inbox, settle_s=1.0, done_dir=done, keep_originals=True)
     hot.ready_files(now=0.0)
     (path,) = hot.ready_files(now=1.0)
 
     pages = list(hot.take(path))
+    hot.finish(path)
 
     assert summary(pages) == [
         (0, "a.pdf#1", 200, "L", (100, 100), True),
@@ -408,11 +409,15 @@ def test_ready_file_is_taken_once_and_moved_to_done(tmp_path: Path) -> None:
     assert (done / "a.pdf").read_bytes() == b"an earlier a.pdf"
 
 
-def test_taking_deletes_the_file_only_when_configured(tmp_path: Path) -> None:
+def test_a_file_is_deleted_only_once_its_batch_is_committed(tmp_path: Path) -> None:
     path = save(page(), tmp_path / "a.png")
-    hot = HotFolder(tmp_path, delete_done=True)
+    hot = HotFolder(tmp_path)
 
-    assert (len(list(hot.take(path))), sorted(os.listdir(tmp_path))) == (1, [])
+    pages = list(hot.take(path))
+    left_after_reading = sorted(os.listdir(tmp_path))
+    hot.finish(path)
+
+    assert (len(pages), left_after_reading, sorted(os.listdir(tmp_path))) == (1, ["a.png"], [])
 
 
 def test_unreadable_file_is_kept_in_failed_not_lost(tmp_path: Path) -> None:

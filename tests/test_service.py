@@ -14,6 +14,7 @@ import pytest
 from agent.capture.pipeline import CaptureResult
 from agent.capture.samples import make_page
 from agent.services.capture import dossier_from_reader, run_agent
+from sync.spool.store import Spool
 from tests.support.site import Site
 from tests.support.wait import wait_until
 
@@ -78,4 +79,38 @@ def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(
     assert len(results) == 1
     (doc,) = results[0].documents
     assert doc.dossier_code == DOSSIER and doc.pages == 1
-    assert (hot / "done" / "scan-0001.png").exists() and not (hot / "scan-0001.png").exists()
+    # the original holds personal data in clear: gone once its batch is in the spool
+    assert sorted(p.name for p in hot.iterdir()) == []
+
+
+def test_agent_with_nothing_to_capture_waits_and_says_which_settings_to_fill(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop, ready = threading.Event(), threading.Event()
+    t = threading.Thread(
+        target=run_agent,
+        args=(site.device,),
+        kwargs={
+            "device": None,
+            "hot_folder": None,
+            "reader_port": None,
+            "stop": stop,
+            "notify": lambda state: state == "READY=1" and ready.set(),
+        },
+        daemon=True,
+    )
+    t.start()
+    assert ready.wait(15), "the capture service did not start"
+    alive_while_waiting = t.is_alive()
+    stop.set()
+    t.join(15)
+
+    assert (alive_while_waiting, t.is_alive()) == (True, False)
+    assert "set [capture] scanner_device" in caplog.text and "[capture] hot_folder" in caplog.text
+    with Spool(site.device.home / "spool") as spool:
+        scanner = spool.scanner_status()
+    assert (scanner.present, scanner.last_error) == (
+        False,
+        "no scanner or hot folder configured — set [capture] scanner_device or"
+        " [capture] hot_folder, then restart sohoa-agent",
+    )

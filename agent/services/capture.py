@@ -25,13 +25,17 @@ from agent.errors import FAILURES, CodeError, Failure
 from agent.wiring import open_spool
 from device.errors import ScannerError
 from device.scanner import PageSource, ScannedPage
-from sync.errors import SohoaError, SpoolError
+from sync.errors import SpoolError
 
 log = logging.getLogger("sohoa.agent")
 
 HOT_FOLDER_POLL_S = 1.0
 SCANNER_RETRY_S = 5.0
 WATCHDOG_S = 5.0
+NOTHING_TO_CAPTURE = ScannerError(
+    "no scanner or hot folder configured",
+    "set [capture] scanner_device or [capture] hot_folder, then restart sohoa-agent",
+)
 
 
 def dossier_from_reader(code: str) -> str | None:
@@ -104,7 +108,7 @@ class _Service:
     on_batch: Callable[[CaptureResult], None]
     preset: PresetDossier = field(default_factory=PresetDossier)
 
-    def batch(self, capture: Capture, source: PageSource) -> None:
+    def batch(self, capture: Capture, source: PageSource) -> CaptureResult | None:
         """One batch; a failing batch is logged and the service carries on."""
         try:
             result = capture.run(source, preset_dossier=self.preset.take())
@@ -112,7 +116,7 @@ class _Service:
             raise
         except FAILURES as exc:
             log.error("batch failed reason=%s", exc.message)
-            return
+            return None
         log.info(
             "batch captured batch=%s pages=%d documents=%d status=%s",
             result.batch_id,
@@ -121,15 +125,18 @@ class _Service:
             result.status,
         )
         self.on_batch(result)
+        return result
 
     def hot_loop(self, folder: Path) -> None:
         from device.files import HotFolder
 
-        hot = HotFolder(folder, done_dir=folder / "done", failed_dir=folder / "failed")
+        hot = HotFolder(folder, keep_originals=self.cfg.capture.keep_originals)
         with Capture.from_config(self.cfg) as capture:
             while not self.stop.is_set():
                 for path in hot.ready_files(time.time()):
-                    self.batch(capture, _FileSource(functools.partial(hot.take, path)))
+                    result = self.batch(capture, _FileSource(functools.partial(hot.take, path)))
+                    if result is not None and result.status == "complete":
+                        hot.finish(path)  # only once every document of it is in the spool
                 self.stop.wait(HOT_FOLDER_POLL_S)
 
     def button_loop(self, name: str) -> None:
@@ -171,9 +178,8 @@ def run_agent(
     notify: Callable[[str], None] = lambda _s: None,
     on_batch: Callable[[CaptureResult], None] = lambda _r: None,
 ) -> None:
-    """Capture batches until ``stop`` is set."""
-    if not device and not hot_folder:
-        raise SohoaError("nothing to capture from", "give --device NAME or --hot-folder DIR")
+    """Capture batches until ``stop`` is set. With nothing to capture from, it says
+    which settings to fill and waits (under systemd a crash loop would help nobody)."""
     seal_settings(cfg)  # a missing or wrong key is reported before the service says READY
     service = _Service(cfg, stop, on_batch)
     if reader_port:
@@ -182,6 +188,12 @@ def run_agent(
         ).start()
     with open_spool(cfg) as spool:
         spool.recover()
+        if not device and not hot_folder:
+            log.error(
+                "nothing to capture from — set [capture] scanner_device (see `sohoa doctor`)"
+                " or [capture] hot_folder in the configuration, then restart sohoa-agent"
+            )
+            record_scanner_failure(spool, NOTHING_TO_CAPTURE)
     failures: list[Failure] = []
     workers = []
     if hot_folder:
@@ -189,7 +201,7 @@ def run_agent(
     if device:
         workers.append(_start(functools.partial(service.button_loop, device), failures))
     notify("READY=1")
-    while not stop.is_set() and all(w.is_alive() for w in workers):
+    while not stop.is_set() and all(w.is_alive() for w in workers):  # none: wait for stop
         notify("WATCHDOG=1")
         stop.wait(WATCHDOG_S)
     stop.set()
