@@ -72,7 +72,9 @@ install_packages() {
 }
 
 make_venv() {
-    local venv="$1" extras="$2"
+    # $3 = "editable" for a developer checkout; a device or warehouse gets a real install,
+    # so that deleting or moving the clone never breaks the services
+    local venv="$1" extras="$2" editable="${3:-}"
     local py
     py="$(command -v python3.11 || command -v python3)" || fail "python" "python3 is not installed"
     "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -84,13 +86,15 @@ make_venv() {
     step "installing sohoa into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null \
         || fail "pip upgrade" "PyPI unreachable? check the network"
-    "$venv/bin/python" -m pip install -q -e "$REPO$extras" \
+    local spec=("$REPO$extras") run=(as_root)
+    [ "$editable" = editable ] && spec=(-e "$REPO$extras") && run=()
+    "${run[@]}" "$venv/bin/python" -m pip install -q --upgrade "${spec[@]}" \
         || fail "pip install" "a Python package failed to build; read pip's message above"
 }
 
 dev() {
-    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck
-    make_venv "$REPO/.venv" "[test]"
+    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd
+    make_venv "$REPO/.venv" "[test]" editable
     step "checking the real parts"
     "$REPO/.venv/bin/python" -c 'import sane, zbar, paho.mqtt, cryptography.hazmat.primitives.hpke' \
         || fail "imports" "a native library is missing; re-run install.sh --dev"
@@ -111,22 +115,52 @@ provision_common() {
     as_root install -d -m 0700 -o sohoa -g sohoa /var/lib/sohoa /var/lib/sohoa/keys
     make_venv /opt/sohoa/venv ""
     as_root ln -sf /opt/sohoa/venv/bin/sohoa /usr/local/bin/sohoa
+    /opt/sohoa/venv/bin/sohoa --version | as_root tee /opt/sohoa/VERSION >/dev/null
+}
+
+set_key() {
+    # set_key FILE SECTION KEY VALUE: replace KEY's line inside [SECTION], keep the rest
+    as_root sed -i "/^\[$2\]/,/^\[/ s|^$3 = .*|$3 = \"$4\"|" "$1"
+}
+
+current_key() {
+    sed -n "/^\[$2\]/,/^\[/ s|^$3 = \"\(.*\)\"|\1|p" "$1" | head -n 1
 }
 
 write_config() {
     local target=/etc/sohoa/sohoa.toml
-    if [ -f "$target" ]; then
-        step "keeping existing $target"
-        return
+    if [ ! -f "$target" ]; then
+        step "writing $target"
+        as_root install -m 0644 "$REPO/config/sohoa.toml" "$target"
+        set_key "$target" device id "${DEVICE_ID:-$(hostname -s)}"
+        set_key "$target" broker url "${BROKER_URL:-mqtt://127.0.0.1:1883}"
+    else
+        step "keeping $target; updating only what was given"
+        local was
+        if [ -n "$DEVICE_ID" ] && [ "$(current_key "$target" device id)" != "$DEVICE_ID" ]; then
+            was="$(current_key "$target" device id)"
+            set_key "$target" device id "$DEVICE_ID"
+            step "device id changed from $was to $DEVICE_ID: enrol the device again at the province"
+        fi
+        if [ -n "$BROKER_URL" ] && [ "$(current_key "$target" broker url)" != "$BROKER_URL" ]; then
+            set_key "$target" broker url "$BROKER_URL"
+            step "broker url set to $BROKER_URL"
+        fi
     fi
-    step "writing $target"
-    local tmp
-    tmp="$(mktemp)"
-    sed -e "s|^id = .*|id = \"${DEVICE_ID:-$(hostname -s)}\"|" \
-        -e "s|^url = .*|url = \"${BROKER_URL:-mqtt://127.0.0.1:1883}\"|" \
-        "$REPO/config/sohoa.toml" >"$tmp"
-    as_root install -m 0644 "$tmp" "$target"
-    rm -f "$tmp"
+    detect_scanner "$target"
+}
+
+detect_scanner() {
+    local target="$1" found
+    [ -z "$(current_key "$target" capture scanner_device)" ] || return 0
+    command -v scanimage >/dev/null || return 0
+    found="$(scanimage -f '%d%n' 2>/dev/null | grep -v '^test:' | head -n 1 || true)"
+    if [ -n "$found" ]; then
+        set_key "$target" capture scanner_device "$found"
+        step "scanner found: $found ([capture] scanner_device)"
+    else
+        step "no scanner found: plug it in, then set [capture] scanner_device (scanimage -L lists it)"
+    fi
 }
 
 install_units() {
@@ -151,6 +185,7 @@ device() {
             || fail "keys init" "could not create /var/lib/sohoa/keys/device.key"
     fi
     if [ -n "$WAREHOUSE_PUB" ]; then
+        [ -f "$WAREHOUSE_PUB" ] || fail "warehouse-pub" "$WAREHOUSE_PUB does not exist; copy keys/warehouse.pub from the warehouse (USB stick) and give its path"
         as_root install -m 0644 -o sohoa -g sohoa "$WAREHOUSE_PUB" /var/lib/sohoa/keys/warehouse.pub
     fi
     [ -f /var/lib/sohoa/keys/warehouse.pub ] || step "copy the warehouse's warehouse.pub to /var/lib/sohoa/keys/ (or pass --warehouse-pub FILE), then enrol keys/device.pub at the warehouse"
