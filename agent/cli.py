@@ -27,7 +27,7 @@ from agent.commands import (
     cmd_sync,
     cmd_warehouse,
 )
-from agent.commands_pki import add_broker, add_pki
+from agent.commands_pki import add_broker, add_enroll, add_pki
 from agent.config import Config, load_config
 from agent.errors import FAILURES, exit_code_of
 from sync.errors import ExitCode
@@ -170,6 +170,7 @@ _COMMANDS = (
     _add_keys,
     add_pki,
     add_broker,
+    add_enroll,
     _add_sheets,
     _add_audit,
     _add_agent,

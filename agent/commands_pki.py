@@ -76,6 +76,59 @@ def add_pki(sub: Subparsers) -> None:
     s.set_defaults(func=cmd_pki)
 
 
+def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
+    from agent import provision
+    from sync import claims
+
+    if args.enroll_cmd == "allow":
+        code = claims.allow(_keys(cfg), args.id, days=args.days)
+        print(f"one-time code for {args.id}: {code} (valid {args.days} days, once)")
+    elif args.enroll_cmd == "request":
+        Path(args.out).write_bytes(provision.request(cfg, args.code))
+        print(
+            f"enrolment request for {cfg.device.id} written to {args.out}: take it to the province"
+        )
+    elif args.enroll_cmd == "approve":
+        bundle = provision.approve(cfg, _read(args.request), args.broker)
+        Path(args.out).write_bytes(bundle)
+        print(f"device enrolled; bundle written to {args.out}: take it back to the device")
+    else:
+        url = provision.accept(cfg, _read(args.bundle))
+        print(f"enrolled as {cfg.device.id}; broker certificate and warehouse key installed")
+        if url != cfg.broker.url:
+            print(f'set [broker] url = "{url}" in the configuration, then restart sohoa-sync')
+    return ExitCode.ok
+
+
+def _read(path: str) -> bytes:
+    from sync.errors import InputFileError
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputFileError(
+            f"cannot read {path} ({exc.strerror})", "check the path on the USB stick"
+        ) from None
+
+
+def add_enroll(sub: Subparsers) -> None:
+    s = sub.add_parser("enroll", help="enrol a device: one-time code, request, approval, bundle")
+    esub = s.add_subparsers(dest="enroll_cmd", required=True, metavar="ENROLL_COMMAND")
+    e = esub.add_parser("allow", help="province: let device ID enrol once; prints its code")
+    e.add_argument("id", help="the device id")
+    e.add_argument("--days", type=int, default=7, help="how long the code is valid (default 7)")
+    e = esub.add_parser("request", help="device: make keys and an enrolment request")
+    e.add_argument("--code", required=True, help="the one-time code from the province")
+    e.add_argument("--out", required=True, help="the request file to take to the province")
+    e = esub.add_parser("approve", help="province: check a request, enrol it, write the bundle")
+    e.add_argument("request", help="the device's request file")
+    e.add_argument("--out", required=True, help="the bundle file to take back to the device")
+    e.add_argument("--broker", required=True, help="the broker URL devices use (mqtts://…)")
+    e = esub.add_parser("accept", help="device: check and install the province's bundle")
+    e.add_argument("bundle", help="the bundle file from the province")
+    s.set_defaults(func=cmd_enroll)
+
+
 def _default_user() -> str:
     try:
         return pwd.getpwnam("mosquitto").pw_name

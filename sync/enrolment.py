@@ -28,7 +28,14 @@ def enroll_device(
         valid_device_id(device_id)
     except ConfigError as exc:
         raise CryptoError(f"device id {device_id!r} is not valid", exc.hint) from None
-    key = load_device_public(device_pub)
+    return enroll_public(load_device_public(device_pub), device_id, devices_dir, force=force)
+
+
+def enroll_public(
+    key: Ed25519PublicKey, device_id: str, devices_dir: Path, *, force: bool = False
+) -> Path:
+    """``enroll_device`` for a key already loaded (from an enrolment request)."""
+    valid_device_id(device_id)
     target = enrolled_path(devices_dir, device_id)
     if target.exists() and not force:
         existing = load_device_public(target)

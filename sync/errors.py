@@ -83,3 +83,9 @@ class IncompleteError(SohoaError):
 
 class MissingDependencyError(SohoaError):
     exit_code = ExitCode.missing_dependency
+
+
+class InputFileError(SohoaError):
+    """A file given on the command line cannot be read."""
+
+    exit_code = ExitCode.input_file

@@ -9,6 +9,7 @@ replay one (process timing still varies a little from run to run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -122,7 +123,10 @@ class Chaos:
             if sync.kill_at is not None and now >= sync.kill_at:
                 self.kill(sync, "sync")
                 sync = self.new_sync()
-            time.sleep(0.01)
+            # until the scan ends or the next kill is due
+            due = min(t for t in (scan.kill_at, sync.kill_at) if t is not None)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                scan.proc.wait(timeout=max(0.0, due - time.monotonic()))
         self.kill(scan, "scan")
         self.kill(sync, "sync")
         if scan.proc.stdout:

@@ -224,6 +224,7 @@ def test_blackhole_holds_traffic_until_cleared(
         # the proxy counts a chunk just after sending it
         wait_until(lambda: (proxy.bytes_up, proxy.bytes_down) == (4, 4), 3, "4 bytes counted")
         before = (proxy.bytes_up, proxy.bytes_down)
+        assert before == (4, 4)
         proxy.blackhole(True)
         s.sendall(b"lost?")
         s.settimeout(0.4)

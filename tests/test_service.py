@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,8 +64,19 @@ def test_agent_takes_hot_folder_file_with_dossier_from_serial_reader(
     t.start()
     try:
         assert ready.wait(15), "the capture service did not start"
-        os.write(master, f"{DOSSIER}\r\n".encode())
-        wait_until(lambda: "dossier set for the next batch" in caplog.text, 15, "the reader")
+        scanned_at = [-1.0]
+
+        def dossier_set() -> bool:
+            if "dossier set for the next batch" in caplog.text:
+                return True
+            # a line sent while the agent is still opening the port is flushed by the
+            # open, so scan again after a second without an answer, as a clerk would
+            if time.monotonic() - scanned_at[0] > 1.0:
+                os.write(master, f"{DOSSIER}\r\n".encode())
+                scanned_at[0] = time.monotonic()
+            return False
+
+        wait_until(dossier_set, 15, "the handheld reader to set the dossier")
         tmp = hot / "scan-0001.png.part"
         make_page(["ĐƠN ĐỀ NGHỊ", "Kính gửi: UBND xã"], seed=3).save(
             tmp, format="PNG", dpi=(300, 300)

@@ -7,6 +7,7 @@ goes through a FaultProxy that cuts, slows or delays it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import shutil
 import threading
@@ -127,13 +128,20 @@ def test_backlog_drains_once_the_warehouse_comes_back(site: Site) -> None:
     )
 
 
-def test_broker_restart_loses_nothing(site: Site) -> None:
+def test_broker_restart_loses_nothing(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sohoa.sync")
+
+    def links_down() -> int:
+        return sum(r.name == "sohoa.sync" and "link down" in r.getMessage() for r in caplog.records)
+
     sealed = spool_documents(site.device, 30, size=20_000)
     with warehouse_workers(site.warehouse, 2):
         loop = start_device(site.device)
         wait_until(lambda: len(stored_documents(site.warehouse)) >= 3, 20, "some documents stored")
+        before = links_down()
         site.broker.stop()
-        time.sleep(1.5)  # the outage itself: the device must ride out a broker that is gone
+        # the outage lasts until the device has seen it: it must ride out a broker that is gone
+        wait_until(lambda: links_down() > before, 20, "the device to see its link go down")
         site.broker.start()
         wait_until(lambda: pending_count(site.device) == 0, 45, "the spool to drain")
         loop.end()

@@ -3,7 +3,7 @@
 ``start_mosquitto`` writes a mosquitto.conf into a temporary directory (persistence
 there, no queue or in-flight limits, optional TLS with a test CA) and starts it;
 ``Broker.stop``/``start`` restart it on the same port with its persistence kept.
-The lead imports the fixtures ``mosquitto`` and ``mosquitto_session`` into conftest.
+The fixtures ``mosquitto`` and ``mosquitto_session`` are in ``tests/support/plugin.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import pwd
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from sync import localbroker
 from sync.errors import MissingDependencyError
 from sync.localbroker import free_port
+from tests.support.wait import became_true
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -195,15 +195,16 @@ def _launch(conf: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=err_file,
         )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         if proc.poll() is not None:
             err = stderr.read_text(errors="replace")
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"mosquitto exited with {proc.returncode}: {err}{tail}")
-        if port_open(port):
-            return proc
-        time.sleep(0.02)
+        return port_open(port)
+
+    if became_true(listening, START_TIMEOUT_S):
+        return proc
     proc.kill()
     proc.wait()
     pytest.fail(f"mosquitto did not listen on {HOST}:{port} within {START_TIMEOUT_S} s")

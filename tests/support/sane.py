@@ -1,4 +1,5 @@
-"""The real libsane ``test`` backend as a pytest fixture (``sane_test_scanner``).
+"""The real libsane ``test`` backend: the ``sane_test_scanner`` fixture (in
+``tests/support/plugin.py``) and ``sane_env`` for subprocesses.
 
 libsane finds its configuration through ``$SANE_CONFIG_DIR``. Two facts measured on
 libsane 1.2 decide the design:
