@@ -132,8 +132,9 @@ write_config() {
     if [ ! -f "$target" ]; then
         step "writing $target"
         as_root install -m 0644 "$REPO/config/sohoa.toml" "$target"
-        set_key "$target" device id "${DEVICE_ID:-$(hostname -s)}"
+        set_key "$target" device id "${DEVICE_ID:-$(default_id)}"
         set_key "$target" broker url "${BROKER_URL:-mqtt://127.0.0.1:1883}"
+        tls_paths "$target"
     else
         step "keeping $target; updating only what was given"
         local was
@@ -144,10 +145,28 @@ write_config() {
         fi
         if [ -n "$BROKER_URL" ] && [ "$(current_key "$target" broker url)" != "$BROKER_URL" ]; then
             set_key "$target" broker url "$BROKER_URL"
+            tls_paths "$target"
             step "broker url set to $BROKER_URL"
         fi
     fi
-    detect_scanner "$target"
+    [ "$MODE" = device ] && detect_scanner "$target"
+    return 0
+}
+
+default_id() {
+    if [ "$MODE" = warehouse ]; then echo wh-1; else hostname -s; fi
+}
+
+tls_paths() {
+    # an mqtts:// broker: the files enrolment (device) or `sohoa pki issue` (warehouse) writes
+    local target="$1" name
+    case "$(current_key "$target" broker url)" in mqtts://*) ;; *) return 0 ;; esac
+    [ -z "$(current_key "$target" broker ca)" ] || return 0
+    name="broker"
+    [ "$MODE" = warehouse ] && name="$(current_key "$target" device id)"
+    set_key "$target" broker ca "keys/ca.crt"
+    set_key "$target" broker cert "keys/$name.crt"
+    set_key "$target" broker key "keys/$name.key"
 }
 
 detect_scanner() {

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from sync.spool.store import Spool
+from tests.support.wait import wait_until
 
 ROW = "INSERT INTO documents (doc_id, batch_id, state, bytes, pages, created_at)"
 
@@ -85,6 +86,8 @@ def build_backlog(root: Path, docs: int) -> None:
             spool.envelope_path(f"q{i:06d}").write_bytes(b"sealed envelope.")
 
 
+KILL_AFTER = 500  # commits before the kill: about 0.8 s of them on the development machine
+
 CHILD = """
 import os, sys
 from pathlib import Path
@@ -102,8 +105,17 @@ while True:
 
 
 def kill_mid_commit(root: Path, run: int) -> None:
+    """SIGKILL a child in the middle of its commits, once it has made KILL_AFTER of them."""
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), f"k{run}"])
-    time.sleep(0.8)
+
+    def committed() -> bool:
+        if child.poll() is not None:
+            raise RuntimeError(f"the committing child exited with {child.returncode}")
+        prefix = f"k{run}-"
+        with os.scandir(root / "env") as it:
+            return sum(e.name.startswith(prefix) for e in it) >= KILL_AFTER
+
+    wait_until(committed, 120, f"{KILL_AFTER} commits by the child")
     child.send_signal(signal.SIGKILL)
     child.wait()
 

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.mqtt import Broker, start_mosquitto
 from tests.support.site import Site, make_site
 from tests.support.sync import seal, spool_documents, stored_documents, via, warehouse_workers
+from tests.support.wait import became_true, wait_until
 
 
 @dataclass
@@ -187,8 +187,10 @@ def resend(root: Path, a: argparse.Namespace) -> tuple[float, float, int]:
             )
             t.start()
             cuts = 0
-            while cuts < a.cuts and t.is_alive():
-                time.sleep(a.cut_every_s)
+            while cuts < a.cuts:
+                t.join(a.cut_every_s)  # a cut every interval, until the upload ends
+                if not t.is_alive():
+                    break
                 proxy.cut()
                 cuts += 1
             t.join(600)
@@ -231,9 +233,9 @@ def restore(root: Path, a: argparse.Namespace) -> tuple[list[float], float]:
             )
             t.start()
             for _ in range(a.restores):
-                time.sleep(3.0)
+                time.sleep(3.0)  # the scenario: the link is up for 3 s of upload ...
                 proxy.stop()  # the link goes away: connections reset, new ones refused
-                time.sleep(a.down_s)
+                time.sleep(a.down_s)  # ... and down for --down-s
                 proxy = FaultProxy(
                     (broker.host, broker.port),
                     bandwidth_kbps=a.kbps,
@@ -242,8 +244,7 @@ def restore(root: Path, a: argparse.Namespace) -> tuple[list[float], float]:
                 ).start()
                 restored = time.monotonic()
                 deadline = restored + 30
-                while time.monotonic() < deadline and not [s for s in seen if s > restored]:
-                    time.sleep(0.01)
+                became_true(lambda: any(s > restored for s in seen), 30, poll_s=0.01)
                 first = min((s for s in seen if s > restored), default=deadline)
                 results.append(first - restored + a.one_way_ms / 1000)
             dev_stop.set()
@@ -292,7 +293,12 @@ def ingest_rate(root: Path, a: argparse.Namespace) -> tuple[float, float]:
             pend: list[PendingPublish] = [link.publish_nowait(t, p) for t, p in msgs]
             for p in pend:
                 p.wait(60)
-            wait_for(lambda: len(stored_documents(site.warehouse)) >= a.ingest_docs, 300)
+            wait_until(
+                lambda: len(stored_documents(site.warehouse)) >= a.ingest_docs,
+                300,
+                f"{a.ingest_docs} documents stored",
+                poll_s=0.05,
+            )
             ours = a.ingest_docs / (time.monotonic() - t0)
         return ours, base
     finally:
@@ -315,14 +321,6 @@ def in_process_rate(root: Path, site: Site, msgs: list[tuple[str, bytes]], docs:
     assert len(ingest.index.all()) == docs
     ingest.index.close()
     return rate
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit("benchmark timed out")
-        time.sleep(0.05)
 
 
 def main() -> None:
