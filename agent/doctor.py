@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-import socket
 from collections.abc import Callable, Iterator
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
 from agent.config import Config
+from agent.errors import FAILURES
 from sync.errors import SohoaError
 
 Check = tuple[bool, str]
@@ -15,7 +20,7 @@ Check = tuple[bool, str]
 def _guard(name: str, fn: Callable[[], str]) -> Check:
     try:
         return True, f"{name}: {fn()}"
-    except SohoaError as exc:
+    except FAILURES as exc:
         return False, f"{name}: {exc.message} — {exc.hint}"
     except OSError as exc:
         return False, f"{name}: {exc.strerror or exc}"
@@ -55,15 +60,22 @@ def run_checks(cfg: Config) -> Iterator[Check]:
 
     yield _guard("warehouse public key", wh_pub)
 
+    if cfg.broker.tls:
+        yield _guard("broker certificate", lambda: certificate_check(cfg))
+
     def broker() -> str:
+        from agent.services.sync import device_link
+
+        link = device_link(cfg)
         try:
-            with socket.create_connection((cfg.broker.host, cfg.broker.port), timeout=3):
-                return f"{cfg.broker.url} reachable"
-        except OSError as exc:
+            link.connect()
+        except SohoaError as exc:
             raise SohoaError(
-                f"{cfg.broker.url} unreachable ({exc.strerror or exc})",
-                "check the network and [broker] url; scanning still works offline",
+                f"{exc.message}", f"{exc.hint}; scanning still works offline"
             ) from None
+        finally:
+            link.close()
+        return f"{cfg.broker.url} accepts this device as {cfg.device.id}"
 
     yield _guard("broker", broker)
 
@@ -76,3 +88,38 @@ def run_checks(cfg: Config) -> Iterator[Check]:
         return ", ".join(f"{name} ({model})" for name, model in devs)
 
     yield _guard("scanner", scanner)
+
+
+RENEW_WARNING = dt.timedelta(days=30)
+
+
+def certificate_check(cfg: Config) -> str:
+    """The device's broker certificate: readable, from the pinned CA, matching its key, in date."""
+    ca_path, cert_path, key_path = (
+        cfg.path(p) for p in (cfg.broker.ca, cfg.broker.cert, cfg.broker.key) if p
+    )
+    hint = "enrol the device again: sohoa enroll request --code CODE (README, Provisioning)"
+    try:
+        ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except FileNotFoundError as exc:
+        raise SohoaError(f"{exc.filename} is missing", hint) from None
+    except ValueError as exc:
+        raise SohoaError(f"a broker certificate file is unreadable ({exc})", hint) from None
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise SohoaError(
+            f"{cert_path} was not issued by {ca_path} ({type(exc).__name__})", hint
+        ) from None
+    if cert.public_key() != key.public_key():
+        raise SohoaError(f"{cert_path} does not belong to the key {key_path}", hint)
+    left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    if left <= dt.timedelta(0):
+        raise SohoaError(
+            f"the broker certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}", hint
+        )
+    if left < RENEW_WARNING:
+        raise SohoaError(f"the broker certificate expires in {left.days} days", hint)
+    return f"issued by the provincial CA, valid until {cert.not_valid_after_utc:%Y-%m-%d}"

@@ -144,6 +144,12 @@ def test_a_device_with_no_keys_is_enrolled_offline_and_syncs_as_itself(
 
     broker = start_broker(setup, tmp_path)
     try:
+        doctor = setup.device.run("doctor", check=False).stdout
+        assert "ok    broker certificate: issued by the provincial CA, valid until" in doctor
+        assert (
+            f"ok    broker: mqtts://127.0.0.1:{setup.port} accepts this device as {DEVICE}"
+            in doctor
+        )
         pages = tmp_path / "pages"
         pages.mkdir()
         text_page().save(pages / "p0.png", dpi=(300, 300))
@@ -205,3 +211,14 @@ def test_a_tampered_bundle_is_refused_and_installs_nothing(setup: Setup) -> None
     )
     keys = setup.device.home / "keys"
     assert not (keys / "broker.crt").exists() and not (keys / "warehouse.pub").exists()
+
+
+def test_doctor_before_enrolment_names_the_missing_certificate_and_the_fix(setup: Setup) -> None:
+    doctor = setup.device.run("doctor", check=False)
+
+    keys = setup.device.home / "keys"
+    assert doctor.returncode != 0
+    assert (
+        f"FAIL  broker certificate: {keys / 'ca.crt'} is missing — enrol the device again:"
+        " sohoa enroll request --code CODE (README, Provisioning)"
+    ) in doctor.stdout

@@ -244,7 +244,7 @@ def restore(root: Path, a: argparse.Namespace) -> tuple[list[float], float]:
                 ).start()
                 restored = time.monotonic()
                 deadline = restored + 30
-                became_true(lambda: any(s > restored for s in seen), 30, poll_s=0.01)
+                became_true(lambda t=restored: any(s > t for s in seen), 30, poll_s=0.01)
                 first = min((s for s in seen if s > restored), default=deadline)
                 results.append(first - restored + a.one_way_ms / 1000)
             dev_stop.set()
