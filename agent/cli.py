@@ -83,6 +83,10 @@ def _add_warehouse(sub: Subparsers) -> None:
     w.add_argument(
         "--workers", type=int, default=1, help="number of workers sharing the subscription"
     )
+    w.add_argument(
+        "--instance",
+        help="this process's name in client ids (default: the host name); one per process",
+    )
     w = wsub.add_parser("ls", help="list stored documents")
     w.add_argument("--json", action="store_true", help="print as JSON")
     s.set_defaults(func=cmd_warehouse)

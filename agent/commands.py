@@ -116,11 +116,12 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
     if args.wh_cmd == "serve":
         from agent.services.warehouse import WarehouseWorkers
 
-        with WarehouseWorkers.from_config(cfg, args.workers) as workers:
+        with WarehouseWorkers.from_config(cfg, args.workers, name=args.instance) as workers:
             _sd_notify("READY=1")
             try:
-                while workers.alive():
+                while True:
                     workers.join(1.0)
+                    workers.keep_alive()  # raises once a worker keeps dying: exit non-zero
             except KeyboardInterrupt:
                 pass
         return ExitCode.ok

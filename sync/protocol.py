@@ -21,6 +21,7 @@ from sync.errors import ConfigError
 ROOT = "sohoa/v1"
 PROTOCOL_VERSION = 1
 MAX_JSON = 256 * 1024
+MAX_JSON_DEPTH = 16  # our messages nest 3 deep; json.loads recurses per level
 _ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 DOC_TOPIC = re.compile(
     rf"^{ROOT}/d/(?P<device>{_ID})/doc/(?P<doc>{_ID})/(?P<kind>m|q|s/(?P<n>\d{{1,7}}))$"
@@ -93,12 +94,29 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(payload: bytes) -> int:
+    """How deeply arrays and objects nest in ``payload``, counted before parsing."""
+    brackets = _JSON_STRING.sub(b"", payload).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for b in brackets:
+        depth += 1 if b in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def load_json(payload: bytes) -> dict[str, Any]:
+    """A JSON object from the wire, bounded in size and nesting before it is parsed."""
     if len(payload) > MAX_JSON:
         raise ProtocolError("JSON payload larger than 256 KiB")
+    if json_depth(payload) > MAX_JSON_DEPTH:
+        raise ProtocolError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("payload is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("payload is not a JSON object")

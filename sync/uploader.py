@@ -74,6 +74,7 @@ class UploadStats:
     rejected: int = 0
     segments_sent: int = 0
     bytes_sent: int = 0
+    bad_messages: int = 0  # malformed or failing messages dropped
     rejections: dict[str, str] = field(default_factory=dict)
 
 
@@ -115,7 +116,11 @@ class Uploader:
         """Take messages off the link; keep the verified receipts."""
         msg = self.link.get(timeout_s)
         while msg is not None:
-            self._on_message(msg.topic, msg.payload)
+            try:
+                self._on_message(msg.topic, msg.payload)
+            except Exception as exc:  # one message never takes the uploader down
+                self.stats.bad_messages += 1
+                log.error("message dropped topic=%s reason=%s", msg.topic, type(exc).__name__)
             msg = self.link.get(0)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -124,6 +129,7 @@ class Uploader:
         try:
             r = parse_receipt(payload)
         except ProtocolError as exc:
+            self.stats.bad_messages += 1
             log.warning("malformed receipt ignored reason=%s", exc)
             return
         if r.device != self.s.device_id or not verify_receipt(r, self.key):

@@ -1,14 +1,20 @@
-"""``sohoa warehouse serve``: ingest workers on a shared subscription.
+"""``sohoa warehouse serve``: ingest workers on a shared subscription, supervised.
 
 Each worker is one MQTT connection in ``$share/ingest``; several workers in
-several processes, on one broker or a cluster, split the load. A message that
-fails is logged and dropped (its device asks again); no message ends a worker.
+several processes, on one broker or a cluster, split the load. Client ids are
+``sohoa-warehouse-<instance>-w<n>``, the instance defaulting to the host name,
+so that processes never kick each other off the broker. A message that fails is
+logged, counted and dropped (its device asks again); no message ends a worker,
+and a worker that dies anyway is restarted by ``WarehouseWorkers.keep_alive``.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
+from dataclasses import dataclass
 from types import TracebackType
 
 from agent.config import Config
@@ -23,6 +29,21 @@ from sync.warehouse.ingest import Ingest, IngestSettings
 
 log = logging.getLogger("sohoa.warehouse")
 
+MAX_RESTARTS = 5  # per worker within RESTART_WINDOW_S before the service gives up
+RESTART_WINDOW_S = 60.0
+
+
+@dataclass
+class WorkerStats:
+    """Per-worker counters (the fleet service exports them)."""
+
+    handled: int = 0
+    failed: int = 0
+
+
+def default_instance() -> str:
+    return socket.gethostname().split(".")[0] or "warehouse"
+
 
 def ingest_from_config(cfg: Config) -> tuple[Ingest, SqliteIndex]:
     """The ingest logic and the index it writes, from the ``[warehouse]`` section."""
@@ -36,7 +57,7 @@ def ingest_from_config(cfg: Config) -> tuple[Ingest, SqliteIndex]:
     return Ingest(settings, keys, index), index
 
 
-def _serve_link(link: Link, ingest: Ingest, stop: threading.Event) -> None:
+def _serve_link(link: Link, ingest: Ingest, stop: threading.Event, stats: WorkerStats) -> None:
     """Handle messages on one connection until it drops or ``stop`` is set."""
     while not stop.is_set():
         msg = link.get(0.5)
@@ -44,10 +65,16 @@ def _serve_link(link: Link, ingest: Ingest, stop: threading.Event) -> None:
             if not link.connected:
                 raise BrokerError("connection to the broker lost", "reconnecting")
             continue
+        stats.handled += 1
         try:
             answers = ingest.handle(msg.topic, msg.payload)
         except SohoaError as exc:
+            stats.failed += 1
             log.error("message failed topic=%s reason=%s", msg.topic, exc.message)
+            continue
+        except Exception as exc:  # one message never takes a worker down
+            stats.failed += 1
+            log.error("message dropped topic=%s reason=%s", msg.topic, type(exc).__name__)
             continue
         for a in answers:
             link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
@@ -59,9 +86,11 @@ def serve_warehouse(
     worker: str = "w1",
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
+    stats: WorkerStats | None = None,
 ) -> None:
     """One ingest worker; reconnects with back-off until ``stop`` is set."""
     stop = stop or threading.Event()
+    stats = stats or WorkerStats()
     ingest, index = ingest_from_config(cfg)
     broker = broker_config(cfg)
     delays = reconnect_delays()
@@ -76,7 +105,7 @@ def serve_warehouse(
                 delays = reconnect_delays()
                 if ready:
                     ready.set()
-                _serve_link(link, ingest, stop)
+                _serve_link(link, ingest, stop, stats)
             except BrokerError as exc:
                 log.warning("warehouse link down reason=%s", exc.message)
                 stop.wait(next(delays))
@@ -86,46 +115,86 @@ def serve_warehouse(
         index.close()
 
 
+class _Worker:
+    def __init__(self, cfg: Config, name: str, stop: threading.Event) -> None:
+        self.cfg, self.name, self.stop = cfg, name, stop
+        self.ready = threading.Event()
+        self.stats = WorkerStats()
+        self.restarts: list[float] = []
+        self.error: str | None = None
+        self.thread = self._thread()
+
+    def _thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, name=f"warehouse-{self.name}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            serve_warehouse(
+                self.cfg, worker=self.name, stop=self.stop, ready=self.ready, stats=self.stats
+            )
+        except Exception as exc:  # noted here; keep_alive restarts or gives up
+            self.error = exc.message if isinstance(exc, SohoaError) else type(exc).__name__
+            log.error("warehouse worker died worker=%s reason=%s", self.name, self.error)
+
+    def restart(self, now: float) -> bool:
+        """Start a fresh thread; False once it has died too often lately."""
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S] + [now]
+        if len(self.restarts) > MAX_RESTARTS:
+            return False
+        self.thread = self._thread()
+        self.thread.start()
+        return True
+
+
 class WarehouseWorkers:
-    """``count`` ingest workers in threads of this process, as a context manager.
+    """``count`` supervised ingest workers in threads of this process, as a context manager.
 
     ``wait_ready`` returns once every worker has subscribed, so that callers
     wait on a condition instead of sleeping.
     """
 
-    def __init__(self, cfg: Config, count: int = 1, *, name: str = "w") -> None:
+    def __init__(self, cfg: Config, count: int = 1, *, name: str | None = None) -> None:
+        instance = name if name is not None else default_instance()
         self._stop = threading.Event()
-        self._ready = [threading.Event() for _ in range(count)]
-        self._threads = [
-            threading.Thread(
-                target=serve_warehouse,
-                args=(cfg,),
-                kwargs={"worker": f"{name}{i + 1}", "stop": self._stop, "ready": ready},
-                name=f"warehouse-{name}{i + 1}",
-                daemon=True,
-            )
-            for i, ready in enumerate(self._ready)
-        ]
+        self._workers = [_Worker(cfg, f"{instance}-w{i + 1}", self._stop) for i in range(count)]
 
     @classmethod
-    def from_config(cls, cfg: Config, count: int = 1, *, name: str = "w") -> WarehouseWorkers:
+    def from_config(
+        cls, cfg: Config, count: int = 1, *, name: str | None = None
+    ) -> WarehouseWorkers:
         return cls(cfg, count, name=name)
 
     def start(self) -> WarehouseWorkers:
-        for t in self._threads:
-            t.start()
+        for w in self._workers:
+            w.thread.start()
         return self
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once every worker is subscribed (within ``timeout_s`` in all)."""
-        return all(r.wait(timeout_s) for r in self._ready)
+        deadline = time.monotonic() + timeout_s
+        return all(w.ready.wait(max(0.0, deadline - time.monotonic())) for w in self._workers)
 
     def alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return any(w.thread.is_alive() for w in self._workers)
+
+    def keep_alive(self) -> None:
+        """Restart workers that died; raise when one keeps dying (the service then exits
+        non-zero and systemd restarts it)."""
+        if self._stop.is_set():
+            return
+        for w in self._workers:
+            if not w.thread.is_alive() and not w.restart(time.monotonic()):
+                raise SohoaError(
+                    f"warehouse worker {w.name} keeps failing ({w.error})",
+                    "fix the cause named above; systemd restarts the service",
+                )
+
+    def stats(self) -> dict[str, WorkerStats]:
+        return {w.name: w.stats for w in self._workers}
 
     def join(self, timeout_s: float) -> None:
-        for t in self._threads:
-            t.join(timeout_s)
+        for w in self._workers:
+            w.thread.join(timeout_s)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
