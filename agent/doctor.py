@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from agent.config import Config
 from agent.errors import FAILURES
+from sync import keys
 from sync.errors import SohoaError
 
 Check = tuple[bool, str]
@@ -26,68 +28,68 @@ def _guard(name: str, fn: Callable[[], str]) -> Check:
         return False, f"{name}: {exc.strerror or exc}"
 
 
-def run_checks(cfg: Config) -> Iterator[Check]:
-    from sync import keys
+def _home(cfg: Config) -> str:
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    if not os.access(cfg.home, os.W_OK):
+        raise SohoaError(f"{cfg.home} is not writable", "chown it to the sohoa user")
+    st = os.statvfs(cfg.home)
+    free = st.f_bavail * st.f_frsize
+    if free < cfg.spool.reserve_mb * 2**20:
+        raise SohoaError(
+            f"only {free // 2**20} MB free, reserve is {cfg.spool.reserve_mb} MB",
+            "free space or let sync drain the spool",
+        )
+    return f"writable, {free // 2**20} MB free"
 
+
+def _device_key(cfg: Config) -> str:
+    k = keys.load_device_key(cfg.path(cfg.device.key))
+    return f"ok, fingerprint {keys.device_fingerprint(k.public_key())}"
+
+
+def _warehouse_pub(cfg: Config) -> str:
+    pub = keys.load_warehouse_public(cfg.path(cfg.warehouse.public_key))
+    return f"pinned, key id {pub.key_id}"
+
+
+def _broker(cfg: Config) -> str:
+    from agent.services.sync import device_link
+
+    link = device_link(cfg)
+    try:
+        link.connect()
+    except SohoaError as exc:
+        raise SohoaError(exc.message, f"{exc.hint}; scanning still works offline") from None
+    finally:
+        link.close()
+    return f"{cfg.broker.url} accepts this device as {cfg.device.id}"
+
+
+def _scanner(cfg: Config) -> str:
+    from device.scanner import list_devices
+
+    devs = list_devices()
+    if not devs:
+        raise SohoaError("no scanner found", "check the USB cable and power; run scanimage -L")
+    return ", ".join(f"{name} ({model})" for name, model in devs)
+
+
+def run_checks(cfg: Config) -> Iterator[Check]:
+    """Each check in turn: (passed, one line naming what was found or what to do)."""
     yield (
         True,
         f"config: {cfg.source or 'built-in defaults'}; home {cfg.home}; device {cfg.device.id}",
     )
-
-    def home() -> str:
-        cfg.home.mkdir(parents=True, exist_ok=True)
-        if not os.access(cfg.home, os.W_OK):
-            raise SohoaError(f"{cfg.home} is not writable", "chown it to the sohoa user")
-        st = os.statvfs(cfg.home)
-        free = st.f_bavail * st.f_frsize
-        if free < cfg.spool.reserve_mb * 2**20:
-            raise SohoaError(
-                f"only {free // 2**20} MB free, reserve is {cfg.spool.reserve_mb} MB",
-                "free space or let sync drain the spool",
-            )
-        return f"writable, {free // 2**20} MB free"
-
-    yield _guard("data directory", home)
-
-    def device_key() -> str:
-        k = keys.load_device_key(cfg.path(cfg.device.key))
-        return f"ok, fingerprint {keys.device_fingerprint(k.public_key())}"
-
-    yield _guard("device key", device_key)
-
-    def wh_pub() -> str:
-        return f"pinned, key id {keys.load_warehouse_public(cfg.path(cfg.warehouse.public_key)).key_id}"
-
-    yield _guard("warehouse public key", wh_pub)
-
+    checks: list[tuple[str, Callable[[Config], str]]] = [
+        ("data directory", _home),
+        ("device key", _device_key),
+        ("warehouse public key", _warehouse_pub),
+    ]
     if cfg.broker.tls:
-        yield _guard("broker certificate", lambda: certificate_check(cfg))
-
-    def broker() -> str:
-        from agent.services.sync import device_link
-
-        link = device_link(cfg)
-        try:
-            link.connect()
-        except SohoaError as exc:
-            raise SohoaError(
-                f"{exc.message}", f"{exc.hint}; scanning still works offline"
-            ) from None
-        finally:
-            link.close()
-        return f"{cfg.broker.url} accepts this device as {cfg.device.id}"
-
-    yield _guard("broker", broker)
-
-    def scanner() -> str:
-        from device.scanner import list_devices
-
-        devs = list_devices()
-        if not devs:
-            raise SohoaError("no scanner found", "check the USB cable and power; run scanimage -L")
-        return ", ".join(f"{name} ({model})" for name, model in devs)
-
-    yield _guard("scanner", scanner)
+        checks.append(("broker certificate", certificate_check))
+    checks += [("broker", _broker), ("scanner", _scanner)]
+    for name, check in checks:
+        yield _guard(name, functools.partial(check, cfg))
 
 
 RENEW_WARNING = dt.timedelta(days=30)
@@ -95,9 +97,13 @@ RENEW_WARNING = dt.timedelta(days=30)
 
 def certificate_check(cfg: Config) -> str:
     """The device's broker certificate: readable, from the pinned CA, matching its key, in date."""
-    ca_path, cert_path, key_path = (
-        cfg.path(p) for p in (cfg.broker.ca, cfg.broker.cert, cfg.broker.key) if p
-    )
+    b = cfg.broker
+    if b.ca is None or b.cert is None or b.key is None:
+        raise SohoaError(
+            "[broker] url is mqtts:// but cert and key are not set",
+            "set [broker] cert and key (install.sh does this for an mqtts:// broker)",
+        )
+    ca_path, cert_path, key_path = cfg.path(b.ca), cfg.path(b.cert), cfg.path(b.key)
     hint = "enrol the device again: sohoa enroll request --code CODE (README, Provisioning)"
     try:
         ca = x509.load_pem_x509_certificate(ca_path.read_bytes())

@@ -89,3 +89,9 @@ class InputFileError(SohoaError):
     """A file given on the command line cannot be read."""
 
     exit_code = ExitCode.input_file
+
+
+class ArchiveError(SohoaError):
+    """The warehouse archive cannot be written (full disk, permissions)."""
+
+    exit_code = ExitCode.other

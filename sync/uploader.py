@@ -195,8 +195,8 @@ class Uploader:
         q = Query(header.ciphertext_sha256, header.segments, nonce)
         self.link.publish(query_topic(self.s.device_id, doc_id), q.to_bytes(), qos=1)
 
-    def upload(self, doc: SpoolDoc) -> str:
-        """Deliver one document; return "stored", "rejected" or "pending"."""
+    def upload(self, doc: SpoolDoc, deadline: float = float("inf")) -> str:
+        """Deliver one document by ``deadline``; return "stored", "rejected" or "pending"."""
         header = read_header(doc.envelope)
         prefix = read_prefix(doc.envelope)
         manifest = self.link.publish_nowait(
@@ -211,6 +211,8 @@ class Uploader:
             self._send_segments(doc, header, range(header.segments))
         self._settle(manifest)
         for _attempt in range(1000):
+            if self.clock() >= deadline:
+                return "pending"
             if ask:
                 self._ask(doc.doc_id, header)
             # once every segment is out, the warehouse answers by itself: ask only
@@ -258,7 +260,7 @@ class Uploader:
             for doc in todo:
                 if self.clock() >= deadline:
                     break
-                status = self.upload(doc)
+                status = self.upload(doc, deadline)
                 if status == "rejected":
                     rejected.add(doc.doc_id)
                 progressed = progressed or status != "pending"

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -26,13 +24,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync.durable import atomic_write, fsync_dir, iso
+from sync.durable import atomic_write, iso
 from sync.enrolment import load_enrolled
 from sync.envelope.header import Header, parse_manifest, segment_matches, verify_header
-from sync.envelope.opening import open_envelope
-from sync.envelope.payload import PayloadError, unpack_payload
-from sync.envelope.reader import write_envelope
-from sync.errors import EnvelopeError
+from sync.envelope.payload import PayloadError
+from sync.errors import ArchiveError, EnvelopeError
 from sync.keys import WarehousePrivate
 from sync.mqtt.settings import Message
 from sync.protocol import (
@@ -44,6 +40,7 @@ from sync.protocol import (
     receipt_topic,
     sign_receipt,
 )
+from sync.warehouse.archive import archive_document
 from sync.warehouse.index import DocumentIndex, StoredDocument
 
 log = logging.getLogger("sohoa.warehouse")
@@ -51,6 +48,7 @@ log = logging.getLogger("sohoa.warehouse")
 MAX_SEGMENT = (1 << 22) + 16
 MANIFEST_CACHE = 256
 MAX_MANIFEST = 2 << 20
+ARCHIVE_RETRY_S = 10.0  # after a failed archive write, before the next attempt
 MAX_BAD_BODIES = 3  # a segment that fails authentication this often rejects the document
 _BAD_SEGMENT = re.compile(r"^segment (\d+) fails authentication$")
 
@@ -92,6 +90,7 @@ class Ingest:
         self.staging.mkdir(parents=True, exist_ok=True)
         # parsed manifests by (device, doc), keyed on the file's identity so that a
         # manifest another worker replaced is parsed again
+        self._archive_failed: dict[tuple[str, str], float] = {}
         self._manifests: dict[
             tuple[str, str], tuple[tuple[int, int, int], tuple[Header, bytes]]
         ] = {}
@@ -256,9 +255,10 @@ class Ingest:
             )
         missing = self._missing(self._dir(device, doc), n)
         if man is not None and not missing:
-            out = self._try_finish(device, doc)
-            if out:
-                return out
+            # everything is staged: a receipt, or quiet while the archive cannot be
+            # written (the device asks again later; "nothing missing" would only make
+            # it resend)
+            return self._try_finish(device, doc)
         return [self._receipt(device, doc, "missing", missing=tuple(missing), query=q.nonce)]
 
     # -- completion ------------------------------------------------------------
@@ -284,8 +284,17 @@ class Ingest:
                     "staged segments did not match the manifest device=%s doc=%s", device, doc
                 )
                 return [self._receipt(device, doc, "missing", missing=tuple(bad))]
+            failed_at = self._archive_failed.get((device, doc))
+            if failed_at is not None and self.clock() - failed_at < ARCHIVE_RETRY_S:
+                return []  # every resent segment must not cost another full decryption
             try:
-                rec = self._archive(header, prefix, paths)
+                rec = archive_document(self.s.archive, header, prefix, paths, self.keys, self.clock)
+            except ArchiveError as exc:
+                self._archive_failed[(device, doc)] = self.clock()
+                log.error(
+                    "archive write failed device=%s doc=%s reason=%s", device, doc, exc.message
+                )
+                return []
             except (EnvelopeError, PayloadError) as exc:
                 again = self._damaged(d, paths, str(exc))
                 if again is not None:
@@ -299,6 +308,7 @@ class Ingest:
                 shutil.rmtree(d, ignore_errors=True)
                 return self._reject(device, doc, str(exc))
             self.index.add(rec)
+            self._archive_failed.pop((device, doc), None)
             shutil.rmtree(d, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (self.staging / f".{device}.{doc}.lock").unlink()
@@ -322,61 +332,3 @@ class Ingest:
         atomic_write(count_file, str(count + 1).encode(), durable=False)
         paths[n].unlink(missing_ok=True)
         return n
-
-    def _archive(self, header: Header, prefix: bytes, paths: list[Path]) -> StoredDocument:
-        device, doc = header.device_id, header.doc_id
-        out_dir = self.s.archive / "docs" / device / doc
-        tmp_dir = self.s.archive / "docs" / device / f".{doc}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_dir.mkdir(parents=True)
-
-        def segments() -> Iterator[bytes]:
-            for i, p in enumerate(paths):
-                data = p.read_bytes()
-                if not segment_matches(header, i, data):
-                    raise EnvelopeError(f"segment {i} does not match the signed manifest")
-                yield data
-
-        try:
-            with (tmp_dir / "document.pdf").open("wb") as fh:
-                plain = open_envelope(header, prefix, segments(), self.keys)
-                meta, pdf_sha256 = unpack_payload(plain, fh.write)
-                size = fh.tell()
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
-        stored_at = iso(self.clock())
-        meta = {
-            **meta,
-            "pdf_sha256": pdf_sha256,
-            "stored_at": stored_at,
-            "ciphertext_sha256": header.ciphertext_sha256,
-            "key_id": header.key_id,
-            "suite": header.suite,
-        }
-        atomic_write(
-            tmp_dir / "metadata.json", json.dumps(meta, ensure_ascii=False, indent=1).encode()
-        )
-        with (tmp_dir / "envelope.sohoa").open("wb") as fh:
-            write_envelope(fh, header, prefix, (p.read_bytes() for p in paths))
-            fh.flush()
-            os.fsync(fh.fileno())
-        fsync_dir(tmp_dir)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp_dir.replace(out_dir)
-        fsync_dir(out_dir.parent)
-        return StoredDocument(
-            doc_id=doc,
-            device=device,
-            ciphertext_sha256=header.ciphertext_sha256,
-            stored_at=stored_at,
-            bytes=size,
-            pages=int(meta.get("decree30", {}).get("PageAmount") or 0),
-            pdf_sha256=pdf_sha256,
-            path=str(out_dir / "document.pdf"),
-            dossier_code=meta.get("dossier_code"),
-            doc_type=meta.get("doc_type"),
-        )

@@ -210,7 +210,7 @@ def main() -> None:
     )  # fmt: skip
     header = ("measure", "sohoa", "baseline", "ratio")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    command = " ".join([".venv/bin/python", *sys.argv])
+    command = " ".join([".venv/bin/python", *sys.orig_argv[1:]])
     print(f"command: {command}  (pages={args.pages} runs={args.runs} rss-pages={args.rss_pages})")
     for row in [header, *rows]:
         print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))

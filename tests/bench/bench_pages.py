@@ -71,7 +71,7 @@ def main() -> None:
         )  # fmt: skip
     widths = [max(len(row[i]) for row in rows + [("measure", "sohoa", "baseline", "ratio")])
               for i in range(4)]  # fmt: skip
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}  runs={runs}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.orig_argv[1:]])}  runs={runs}")
     for row in [("measure", "sohoa", "baseline", "ratio"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 

@@ -163,7 +163,7 @@ def main() -> None:
             (f"open {label} x25519, from memory", size / MB / opening, size / MB / decrypt_base)
         )
 
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"command: {' '.join([sys.executable, *sys.orig_argv[1:]])}")
     print(
         "baseline: raw ChaCha20-Poly1305 in 64 KiB chunks (encrypt for seal rows, decrypt for"
         f" open rows); MB/s, median of {args.runs} interleaved runs"

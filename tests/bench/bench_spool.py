@@ -167,7 +167,7 @@ def main() -> None:
             f"{rt / rb:.2f}",
         ),
     ]
-    print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"$ {' '.join([Path(sys.executable).name, *sys.orig_argv[1:]])}")
     print(
         f"(filesystem of {args.dir or tempfile.gettempdir()}; recovery fixed {fixed} crash leftovers in 5 kills)"
     )

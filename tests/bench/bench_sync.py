@@ -388,7 +388,7 @@ def main() -> None:
                     f"{ours / base:.2f}",
                 )
             )
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"command: {' '.join([sys.executable, *sys.orig_argv[1:]])}")
     print(
         f"link: {a.kbps} kbit/s, {a.one_way_ms} ms each way; segments {a.segment_kb} KiB, "
         f"window {a.window}, uploader cap {a.cap_kbps or 'none'} kbit/s; "

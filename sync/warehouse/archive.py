@@ -1,0 +1,112 @@
+"""The warehouse archive: each stored document as PDF, metadata JSON and the original
+envelope in ``archive/docs/<device>/<doc>/``, owner-only, written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sync.durable import atomic_write, fsync_dir, is_disk_full, iso
+from sync.envelope.header import Header, segment_matches
+from sync.envelope.opening import open_envelope
+from sync.envelope.payload import unpack_payload
+from sync.envelope.reader import write_envelope
+from sync.errors import ArchiveError, EnvelopeError
+from sync.keys import WarehousePrivate
+from sync.warehouse.index import StoredDocument
+
+
+def _write_archive(
+    tmp_dir: Path,
+    header: Header,
+    prefix: bytes,
+    paths: list[Path],
+    keys: WarehousePrivate,
+    clock: Callable[[], float],
+) -> tuple[dict[str, Any], str, int]:
+    """The three archive files in ``tmp_dir``: PDF, metadata JSON, original envelope."""
+
+    def segments() -> Iterator[bytes]:
+        for i, p in enumerate(paths):
+            data = p.read_bytes()
+            if not segment_matches(header, i, data):
+                raise EnvelopeError(f"segment {i} does not match the signed manifest")
+            yield data
+
+    fd = os.open(tmp_dir / "document.pdf", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        plain = open_envelope(header, prefix, segments(), keys)
+        meta, pdf_sha256 = unpack_payload(plain, fh.write)
+        size = fh.tell()
+        fh.flush()
+        os.fsync(fh.fileno())
+    meta = {
+        **meta,
+        "pdf_sha256": pdf_sha256,
+        "stored_at": iso(clock()),
+        "ciphertext_sha256": header.ciphertext_sha256,
+        "key_id": header.key_id,
+        "suite": header.suite,
+    }
+    body = json.dumps(meta, ensure_ascii=False, indent=1).encode()
+    atomic_write(tmp_dir / "metadata.json", body, mode=0o600, what="the archive")
+    fd = os.open(tmp_dir / "envelope.sohoa", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        write_envelope(fh, header, prefix, (p.read_bytes() for p in paths))
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(tmp_dir)
+    return meta, pdf_sha256, size
+
+
+def archive_document(
+    archive: Path,
+    header: Header,
+    prefix: bytes,
+    paths: list[Path],
+    keys: WarehousePrivate,
+    clock: Callable[[], float],
+) -> StoredDocument:
+    """Decrypt and archive: PDF, metadata and the original envelope, owner-only
+    (0600 files, 0700 folders), moved into place whole or not at all."""
+    device, doc = header.device_id, header.doc_id
+    parent = archive / "docs" / device
+    out_dir = parent / doc
+    tmp_dir = parent / f".{doc}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp_dir.mkdir(mode=0o700)
+    try:
+        meta, pdf_sha256, size = _write_archive(tmp_dir, header, prefix, paths, keys, clock)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp_dir.replace(out_dir)
+        fsync_dir(parent)
+    except OSError as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # no decrypted copy is left behind
+        full = is_disk_full(exc)
+        raise ArchiveError(
+            f"cannot write the archive ({'disk full' if full else exc.strerror})",
+            "free space in [warehouse] archive; the document stays staged and is stored"
+            " when its device asks again",
+        ) from exc
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    stored_at = meta["stored_at"]
+    return StoredDocument(
+        doc_id=doc,
+        device=device,
+        ciphertext_sha256=header.ciphertext_sha256,
+        stored_at=stored_at,
+        bytes=size,
+        pages=int(meta.get("decree30", {}).get("PageAmount") or 0),
+        pdf_sha256=pdf_sha256,
+        path=str(out_dir / "document.pdf"),
+        dossier_code=meta.get("dossier_code"),
+        doc_type=meta.get("doc_type"),
+    )
