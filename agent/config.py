@@ -51,6 +51,7 @@ class WarehouseConfig:
     devices: Path = Path("devices")
     archive: Path = Path("archive")
     max_segments: int = 65536
+    max_envelope_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "devices": valid_path,
         "archive": valid_path,
         "max_segments": valid_int(1, 1_000_000, "segments", 65536),
+        "max_envelope_mb": valid_int(1, 65536, "MB", 512),
     },
     "capture": {
         "profile": valid_choice(PROFILES),

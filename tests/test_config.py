@@ -32,6 +32,13 @@ BAD = [
     ("warehouse", "archive", "", "[warehouse] archive = '' is empty", "path"),
     ("warehouse", "max_segments", 0, "[warehouse] max_segments = 0 is out of range", "1 to"),
     (
+        "warehouse",
+        "max_envelope_mb",
+        0,
+        "[warehouse] max_envelope_mb = 0 is out of range",
+        "1 to 65536",
+    ),
+    (
         "capture",
         "profile",
         "sepia",

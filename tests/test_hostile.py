@@ -15,7 +15,14 @@ from agent.services.warehouse import MAX_RESTARTS, WarehouseWorkers
 from sync.errors import SohoaError
 from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings
-from sync.protocol import ProtocolError, load_json, query_topic, receipt_topic
+from sync.protocol import (
+    ProtocolError,
+    Query,
+    load_json,
+    parse_receipt,
+    query_topic,
+    receipt_topic,
+)
 from tests.support.site import REPO, Site
 from tests.support.sync import spool_documents, stored_documents
 from tests.support.wait import wait_until
@@ -123,3 +130,37 @@ def test_warehouse_serve_without_its_key_exits_non_zero_with_one_line(site: Site
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0
     assert lines[-1].startswith("error: warehouse worker ") and "keeps failing" in lines[-1]
+
+
+def test_a_tiny_query_claiming_65536_segments_gets_a_small_receipt(
+    site: Site, warehouse_worker: WarehouseWorkers
+) -> None:
+    device = site.device.device.id
+    with attacker(site) as evil:
+        evil.subscribe(receipt_topic(device))
+        evil.publish(query_topic(device, "d-claim"), Query("ab" * 32, 65536, "0a1d").to_bytes())
+        answer = evil.get(10)
+
+    assert answer is not None
+    receipt = parse_receipt(answer.payload)
+    assert (receipt.status, len(receipt.missing), len(answer.payload) < 16 * 1024) == (
+        "missing",
+        1024,
+        True,
+    )
+
+
+def test_a_manifest_announcing_a_huge_envelope_is_rejected_before_staging(
+    site: Site, warehouse_worker: WarehouseWorkers
+) -> None:
+    tight = replace(site.warehouse, warehouse=replace(site.warehouse.warehouse, max_envelope_mb=1))
+    with WarehouseWorkers.from_config(tight, name="t-tight") as workers:
+        assert workers.wait_ready(15)
+        warehouse_worker.stop()  # only the tight worker answers now
+        spool_documents(site.device, 1, size=2 * 1024 * 1024, segment_size=65536)
+        outcome = run_sync(site.device, once=True, timeout_s=30)
+
+    assert (outcome.stored, outcome.rejected) == (0, 1)
+    assert "envelope larger than this warehouse accepts" in next(iter(outcome.rejections.values()))
+    staging = site.warehouse.path(site.warehouse.warehouse.archive) / "staging"
+    assert [p for p in staging.rglob("s*") if p.is_file()] == []

@@ -53,6 +53,7 @@ def ingest_from_config(cfg: Config) -> tuple[Ingest, SqliteIndex]:
         cfg.path(cfg.warehouse.archive),
         cfg.path(cfg.warehouse.devices),
         cfg.warehouse.max_segments,
+        cfg.warehouse.max_envelope_mb * 2**20,
     )
     return Ingest(settings, keys, index), index
 

@@ -48,6 +48,8 @@ log = logging.getLogger("sohoa.warehouse")
 MAX_SEGMENT = (1 << 22) + 16
 MANIFEST_CACHE = 256
 MAX_MANIFEST = 2 << 20
+REFUSED = "refused"  # marks a staging folder whose signed manifest was refused
+MAX_MISSING_PER_RECEIPT = 1024  # keeps a receipt a few KB, whatever a query claims
 ARCHIVE_RETRY_S = 10.0  # after a failed archive write, before the next attempt
 MAX_BAD_BODIES = 3  # a segment that fails authentication this often rejects the document
 _BAD_SEGMENT = re.compile(r"^segment (\d+) fails authentication$")
@@ -58,6 +60,7 @@ class IngestSettings:
     archive: Path
     devices: Path
     max_segments: int = 65536
+    max_envelope_bytes: int = 512 * 2**20
 
 
 @contextlib.contextmanager
@@ -108,6 +111,14 @@ class Ingest:
     def _reject(self, device: str, doc: str, reason: str) -> list[Message]:
         log.warning("rejected device=%s doc=%s reason=%s", device, doc, reason)
         return [self._receipt(device, doc, "rejected", reason=reason)]
+
+    def _refuse(self, device: str, doc: str, reason: str) -> list[Message]:
+        """Reject a signed manifest for good: what was staged goes, later segments are dropped."""
+        d = self._dir(device, doc)
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(d / REFUSED, reason.encode(), durable=False)
+        return self._reject(device, doc, reason)
 
     def _stored_receipt(self, rec: StoredDocument) -> Message:
         return self._receipt(
@@ -191,9 +202,11 @@ class Ingest:
             return self._reject(device, doc, f"device {device} is not enrolled at this warehouse")
         verify_header(header, pub)
         if header.segments > self.s.max_segments:
-            return self._reject(
+            return self._refuse(
                 device, doc, "envelope has more segments than this warehouse accepts"
             )
+        if header.ciphertext_size > self.s.max_envelope_bytes:
+            return self._refuse(device, doc, "envelope larger than this warehouse accepts")
         done = self.index.get(device, doc)
         if done is not None:
             if done.ciphertext_sha256 == header.ciphertext_sha256:
@@ -208,6 +221,7 @@ class Ingest:
             # A new envelope for the same id replaces a stale, unfinished one.
             shutil.rmtree(d)
             d.mkdir(parents=True)
+        (d / REFUSED).unlink(missing_ok=True)  # a later, acceptable envelope for this id
         atomic_write(d / "manifest", payload, durable=False)
         return self._try_finish(device, doc)
 
@@ -218,6 +232,8 @@ class Ingest:
         if self.index.get(device, doc) is not None:
             return []
         d = self._dir(device, doc)
+        if (d / REFUSED).exists():
+            return []
         man = self._manifest(device, doc)
         if man is not None:
             header = man[0]
@@ -259,7 +275,9 @@ class Ingest:
             # written (the device asks again later; "nothing missing" would only make
             # it resend)
             return self._try_finish(device, doc)
-        return [self._receipt(device, doc, "missing", missing=tuple(missing), query=q.nonce)]
+        # a bounded answer: the device sends these, then asks again for the rest
+        first = tuple(missing[:MAX_MISSING_PER_RECEIPT])
+        return [self._receipt(device, doc, "missing", missing=first, query=q.nonce)]
 
     # -- completion ------------------------------------------------------------
 
