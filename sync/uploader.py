@@ -232,6 +232,11 @@ class Uploader:
                 self._started.discard(doc.doc_id)
                 self.stats.stored += 1
                 return "stored"
+            if r.status == "rejected" and r.ciphertext_sha256 != header.ciphertext_sha256:
+                # earned by a message that was not this envelope (garbage on our topic)
+                log.warning("rejection that does not name this envelope ignored doc=%s", doc.doc_id)
+                ask = True
+                continue
             if r.status == "rejected":
                 self.stats.rejected += 1
                 self.stats.rejections[doc.doc_id] = r.reason or "no reason given"

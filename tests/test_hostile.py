@@ -19,6 +19,7 @@ from sync.protocol import (
     ProtocolError,
     Query,
     load_json,
+    manifest_topic,
     parse_receipt,
     query_topic,
     receipt_topic,
@@ -164,3 +165,22 @@ def test_a_manifest_announcing_a_huge_envelope_is_rejected_before_staging(
     assert "envelope larger than this warehouse accepts" in next(iter(outcome.rejections.values()))
     staging = site.warehouse.path(site.warehouse.warehouse.archive) / "staging"
     assert [p for p in staging.rglob("s*") if p.is_file()] == []
+
+
+def test_a_rejection_earned_by_garbage_on_a_documents_topic_is_ignored_by_the_device(
+    site: Site, warehouse_worker: WarehouseWorkers
+) -> None:
+    device = site.device.device.id
+    [sealed] = spool_documents(site.device, 1)
+    with device_link(site.device) as dev:  # the device's persistent session holds its rcpt
+        dev.subscribe(receipt_topic(device))
+    with attacker(site) as evil:
+        evil.subscribe(receipt_topic(device))
+        evil.publish(manifest_topic(device, sealed.doc_id), b'{"format": "garbage"}')
+        rejection = evil.get(10)
+    assert rejection is not None and parse_receipt(rejection.payload).status == "rejected"
+
+    outcome = run_sync(site.device, once=True, timeout_s=60)
+
+    assert (outcome.stored, outcome.rejected, outcome.pending) == (1, 0, 0)
+    assert [d.doc_id for d in stored_documents(site.warehouse)] == [sealed.doc_id]

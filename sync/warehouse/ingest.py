@@ -108,17 +108,24 @@ class Ingest:
         signed = sign_receipt(r, self.keys.signing)
         return Message(receipt_topic(device), signed.to_bytes(), qos=1)
 
-    def _reject(self, device: str, doc: str, reason: str) -> list[Message]:
+    def _reject(
+        self, device: str, doc: str, reason: str, ciphertext: str | None = None
+    ) -> list[Message]:
+        """A signed rejection. Devices act only on one that names their envelope's
+        ciphertext, so a rejection earned by someone else's garbage changes nothing."""
         log.warning("rejected device=%s doc=%s reason=%s", device, doc, reason)
-        return [self._receipt(device, doc, "rejected", reason=reason)]
+        receipt = self._receipt(
+            device, doc, "rejected", reason=reason, ciphertext_sha256=ciphertext
+        )
+        return [receipt]
 
-    def _refuse(self, device: str, doc: str, reason: str) -> list[Message]:
+    def _refuse(self, device: str, doc: str, reason: str, ciphertext: str) -> list[Message]:
         """Reject a signed manifest for good: what was staged goes, later segments are dropped."""
         d = self._dir(device, doc)
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / REFUSED, reason.encode(), durable=False)
-        return self._reject(device, doc, reason)
+        return self._reject(device, doc, reason, ciphertext)
 
     def _stored_receipt(self, rec: StoredDocument) -> Message:
         return self._receipt(
@@ -199,20 +206,31 @@ class Ingest:
             )
         pub = load_enrolled(self.s.devices, device)
         if pub is None:
-            return self._reject(device, doc, f"device {device} is not enrolled at this warehouse")
+            return self._reject(
+                device,
+                doc,
+                f"device {device} is not enrolled at this warehouse",
+                header.ciphertext_sha256,
+            )
         verify_header(header, pub)
+        ciphertext = header.ciphertext_sha256  # verified: rejections below may name it
         if header.segments > self.s.max_segments:
             return self._refuse(
-                device, doc, "envelope has more segments than this warehouse accepts"
+                device, doc, "envelope has more segments than this warehouse accepts", ciphertext
             )
         if header.ciphertext_size > self.s.max_envelope_bytes:
-            return self._refuse(device, doc, "envelope larger than this warehouse accepts")
+            return self._refuse(
+                device, doc, "envelope larger than this warehouse accepts", ciphertext
+            )
         done = self.index.get(device, doc)
         if done is not None:
             if done.ciphertext_sha256 == header.ciphertext_sha256:
                 return [self._stored_receipt(done)]
             return self._reject(
-                device, doc, "a different envelope is already stored under this document id"
+                device,
+                doc,
+                "a different envelope is already stored under this document id",
+                ciphertext,
             )
         d = self._dir(device, doc)
         d.mkdir(parents=True, exist_ok=True)
@@ -262,13 +280,13 @@ class Ingest:
         if done is not None:
             return [self._stored_receipt(done)]
         if load_enrolled(self.s.devices, device) is None:
-            return self._reject(device, doc, f"device {device} is not enrolled at this warehouse")
+            reason = f"device {device} is not enrolled at this warehouse"
+            return self._reject(device, doc, reason, q.ciphertext_sha256)
         man = self._manifest(device, doc)
         n = man[0].segments if man is not None else q.segments
         if n > self.s.max_segments:
-            return self._reject(
-                device, doc, "envelope has more segments than this warehouse accepts"
-            )
+            reason = "envelope has more segments than this warehouse accepts"
+            return self._reject(device, doc, reason, q.ciphertext_sha256)
         missing = self._missing(self._dir(device, doc), n)
         if man is not None and not missing:
             # everything is staged: a receipt, or quiet while the archive cannot be
@@ -324,7 +342,7 @@ class Ingest:
                     )
                     return [self._receipt(device, doc, "missing", missing=(again,))]
                 shutil.rmtree(d, ignore_errors=True)
-                return self._reject(device, doc, str(exc))
+                return self._reject(device, doc, str(exc), header.ciphertext_sha256)
             self.index.add(rec)
             self._archive_failed.pop((device, doc), None)
             shutil.rmtree(d, ignore_errors=True)
