@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from agent.config import Config
 from sync import pki
 from sync.broker_config import write_broker_config
-from sync.errors import ExitCode
+from sync.errors import ExitCode, InputFileError
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -101,8 +101,6 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _read(path: str) -> bytes:
-    from sync.errors import InputFileError
-
     try:
         return Path(path).read_bytes()
     except OSError as exc:

@@ -102,8 +102,9 @@ def request(cfg: Config, code: str) -> bytes:
     return seal(body, mac_key)
 
 
-def _check_request(body: dict[str, str]) -> tuple[Ed25519PublicKey, x509.CertificateSigningRequest]:
-    """The request's own proofs: its Ed25519 signature and a CSR for its device id."""
+def _check_request(body: dict[str, str]) -> tuple[Ed25519PublicKey, ec.EllipticCurvePublicKey]:
+    """The request's own proofs (its Ed25519 signature, a CSR for its device id); the
+    device's signing key and the TLS key its certificate is for."""
     try:
         pub = serialization.load_pem_public_key(body["device_pub"].encode())
         csr = x509.load_pem_x509_csr(body["csr"].encode())
@@ -111,9 +112,8 @@ def _check_request(body: dict[str, str]) -> tuple[Ed25519PublicKey, x509.Certifi
         raise CryptoError(
             "the request's keys are malformed", "make a new request on the device"
         ) from None
-    if not isinstance(pub, Ed25519PublicKey) or not isinstance(
-        csr.public_key(), ec.EllipticCurvePublicKey
-    ):
+    tls_key = csr.public_key()
+    if not isinstance(pub, Ed25519PublicKey) or not isinstance(tls_key, ec.EllipticCurvePublicKey):
         raise CryptoError(
             "the request carries keys of the wrong kind", "make a new request on the device"
         )
@@ -129,7 +129,7 @@ def _check_request(body: dict[str, str]) -> tuple[Ed25519PublicKey, x509.Certifi
         raise CryptoError(
             "the request's CSR is not for its device id", "make a new request on the device"
         )
-    return pub, csr
+    return pub, tls_key
 
 
 def approve(cfg: Config, data: bytes, broker_url: str) -> bytes:
@@ -139,10 +139,8 @@ def approve(cfg: Config, data: bytes, broker_url: str) -> bytes:
     keys_dir = cfg.home / "keys"
     mac_key = claims.open_claim(keys_dir, device_id)
     body = verify(obj, mac_key, "enrolment request")
-    pub, csr = _check_request(body)
-    csr_key = csr.public_key()
-    assert isinstance(csr_key, ec.EllipticCurvePublicKey)
-    cert = pki.sign_certificate(keys_dir, device_id, "device", csr_key)
+    pub, tls_key = _check_request(body)
+    cert = pki.sign_certificate(keys_dir, device_id, "device", tls_key)
     enroll_public(pub, device_id, cfg.path(cfg.warehouse.devices), force=True)
     claims.spend(keys_dir, device_id)
     bundle = {

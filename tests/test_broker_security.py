@@ -25,8 +25,7 @@ from sync.localbroker import free_port
 from sync.mqtt.link import Link
 from sync.mqtt.settings import BrokerConfig, LinkSettings
 from sync.warehouse.index import SqliteIndex
-from tests.support.mqtt import make_tls, mosquitto_binary, port_open
-from tests.support.wait import became_true
+from tests.support.mqtt import make_tls, run_generated_broker
 
 IDENTITIES = (("dev-a", "device"), ("dev-b", "device"), ("wh-1", "warehouse"), ("fleet-1", "fleet"))
 
@@ -40,11 +39,7 @@ class SecureBroker:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)])
-        assert became_true(self._listening, 10), "mosquitto did not start with sohoa's config"
-
-    def _listening(self) -> bool:
-        return port_open(self.port)
+        self.proc = run_generated_broker(self.conf, self.port)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from sync.localbroker import free_port
-from tests.support.mqtt import mosquitto_binary, port_open
+from tests.support.mqtt import run_generated_broker
 from tests.support.pages import text_page
-from tests.support.wait import became_true
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = "H56-01234-a1"
@@ -65,7 +64,11 @@ def setup(tmp_path: Path) -> Setup:
     port = free_port()
     url = f"mqtts://127.0.0.1:{port}"
     tls = 'ca = "keys/ca.crt"\ncert = "keys/broker.crt"\nkey = "keys/broker.key"\n'
-    province = side(tmp_path, "province", f'[device]\nid = "wh-1"\n[broker]\nurl = "{url}"\n{tls}')
+    # the warehouse's own certificate where install.sh --warehouse points: keys/<id>.crt
+    wh_tls = 'ca = "keys/ca.crt"\ncert = "keys/wh-1.crt"\nkey = "keys/wh-1.key"\n'
+    province = side(
+        tmp_path, "province", f'[device]\nid = "wh-1"\n[broker]\nurl = "{url}"\n{wh_tls}'
+    )
     device = side(
         tmp_path,
         "device",
@@ -109,8 +112,6 @@ def start_broker(setup: Setup, tmp: Path) -> subprocess.Popen[bytes]:
     setup.province.run(
         "pki", "issue", "wh-1", "--role", "warehouse", "--out", str(setup.province.home / "keys")
     )
-    (setup.province.home / "keys" / "wh-1.crt").replace(setup.province.home / "keys" / "broker.crt")
-    (setup.province.home / "keys" / "wh-1.key").replace(setup.province.home / "keys" / "broker.key")
     me = pwd.getpwuid(os.getuid()).pw_name
     setup.province.run(
         "broker",
@@ -126,9 +127,7 @@ def start_broker(setup: Setup, tmp: Path) -> subprocess.Popen[bytes]:
         "--run-as",
         me,
     )
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(tmp / "broker" / "mosquitto.conf")])
-    assert became_true(lambda: port_open(setup.port), 10), "mosquitto did not start"
-    return proc
+    return run_generated_broker(tmp / "broker" / "mosquitto.conf", setup.port)
 
 
 def test_a_device_with_no_keys_is_enrolled_offline_and_syncs_as_itself(

@@ -243,3 +243,14 @@ def start_mosquitto(
             continue
         return Broker(HOST, chosen, proc, conf, data_dir, log, tls)
     raise AssertionError("unreachable")
+
+
+def run_generated_broker(conf: Path, port: int) -> subprocess.Popen[bytes]:
+    """mosquitto on the configuration ``sohoa broker config`` wrote, once it listens."""
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)])
+    if not became_true(lambda: port_open(port) or proc.poll() is not None, 10) or not port_open(
+        port
+    ):
+        proc.kill()
+        raise AssertionError(f"mosquitto did not start with {conf}: see its log beside it")
+    return proc
