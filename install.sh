@@ -93,7 +93,7 @@ make_venv() {
 }
 
 dev() {
-    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd
+    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd postgresql
     make_venv "$REPO/.venv" "[test]" editable
     step "checking the real parts"
     "$REPO/.venv/bin/python" -c 'import sane, zbar, paho.mqtt, cryptography.hazmat.primitives.hpke' \
