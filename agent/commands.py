@@ -125,9 +125,9 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
             except KeyboardInterrupt:
                 pass
         return ExitCode.ok
-    from sync.warehouse.index import SqliteIndex
+    from sync.warehouse.index import open_index
 
-    index = SqliteIndex(cfg.path(cfg.warehouse.archive) / "index.db")
+    index = open_index(cfg.warehouse.index, cfg.path(cfg.warehouse.archive))
     docs = index.all()
     index.close()
     if args.json:

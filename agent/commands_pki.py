@@ -4,13 +4,14 @@ the mosquitto configuration built on it. The CA lives in ``keys/`` under the hom
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config import Config
-from sync import pki
+from sync import enrol_access, pki
 from sync.broker_config import write_broker_config
 from sync.errors import ExitCode, InputFileError
 
@@ -32,6 +33,7 @@ def cmd_pki(args: argparse.Namespace, cfg: Config) -> int:
         print(f"{args.role} certificate for {args.name}: {crt} (key {key}, mode 0600)")
     elif args.pki_cmd == "revoke":
         n = pki.revoke(keys, args.name)
+        enrol_access.refresh(keys)  # a revoked device can no longer renew
         print(
             f"{n} certificate(s) of {args.name} revoked; CRL {keys / 'ca.crl'} updated —"
             " run `sohoa broker config` again and reload mosquitto"
@@ -54,8 +56,13 @@ def cmd_broker(args: argparse.Namespace, cfg: Config) -> int:
         host=args.host,
         listen=args.listen,
         run_as=args.run_as,
+        enroll_port=args.enroll_port,
+        system=args.system,
     )
     print(f"mosquitto configuration written: mosquitto -c {conf}")
+    enrol = args.port + 1 if args.enroll_port is None else args.enroll_port
+    if enrol:
+        print(f"enrolment listener on port {enrol}: devices enrol with `sohoa enroll request`")
     return ExitCode.ok
 
 
@@ -82,12 +89,26 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.enroll_cmd == "allow":
         code = claims.allow(_keys(cfg), args.id, days=args.days)
+        enrol_access.refresh(_keys(cfg))
         print(f"one-time code for {args.id}: {code} (valid {args.days} days, once)")
+    elif args.enroll_cmd == "request" and args.out is None:
+        from agent import enrol_online
+
+        url = enrol_online.enroll(cfg, args.code, args.timeout)
+        print(
+            f"enrolled as {cfg.device.id} over the broker; certificate and warehouse key installed"
+        )
+        _url_hint(cfg, url)
     elif args.enroll_cmd == "request":
         Path(args.out).write_bytes(provision.request(cfg, args.code))
         print(
             f"enrolment request for {cfg.device.id} written to {args.out}: take it to the province"
         )
+    elif args.enroll_cmd == "renew":
+        from agent import enrol_online
+
+        enrol_online.renew(cfg, dt.datetime.now(dt.UTC), args.timeout)
+        print(f"broker certificate of {cfg.device.id} renewed; restart sohoa-sync to use it now")
     elif args.enroll_cmd == "approve":
         bundle = provision.approve(cfg, _read(args.request), args.broker)
         Path(args.out).write_bytes(bundle)
@@ -95,9 +116,13 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
     else:
         url = provision.accept(cfg, _read(args.bundle))
         print(f"enrolled as {cfg.device.id}; broker certificate and warehouse key installed")
-        if url != cfg.broker.url:
-            print(f'set [broker] url = "{url}" in the configuration, then restart sohoa-sync')
+        _url_hint(cfg, url)
     return ExitCode.ok
+
+
+def _url_hint(cfg: Config, url: str) -> None:
+    if url and url != cfg.broker.url:
+        print(f'set [broker] url = "{url}" in the configuration, then restart sohoa-sync')
 
 
 def _read(path: str) -> bytes:
@@ -115,9 +140,14 @@ def add_enroll(sub: Subparsers) -> None:
     e = esub.add_parser("allow", help="province: let device ID enrol once; prints its code")
     e.add_argument("id", help="the device id")
     e.add_argument("--days", type=int, default=7, help="how long the code is valid (default 7)")
-    e = esub.add_parser("request", help="device: make keys and an enrolment request")
+    e = esub.add_parser(
+        "request", help="device: make keys and enrol over the broker (or write a request file)"
+    )
     e.add_argument("--code", required=True, help="the one-time code from the province")
-    e.add_argument("--out", required=True, help="the request file to take to the province")
+    e.add_argument("--out", help="offline: the request file to take to the province")
+    e.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (online)")
+    e = esub.add_parser("renew", help="device: renew the broker certificate now (online)")
+    e.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     e = esub.add_parser("approve", help="province: check a request, enrol it, write the bundle")
     e.add_argument("request", help="the device's request file")
     e.add_argument("--out", required=True, help="the bundle file to take back to the device")
@@ -143,4 +173,12 @@ def add_broker(sub: Subparsers) -> None:
     b.add_argument("--host", default="localhost", help="the name devices connect to")
     b.add_argument("--listen", default="", help="address to bind (default: all)")
     b.add_argument("--run-as", default=_default_user(), help="user mosquitto runs as")
+    b.add_argument(
+        "--enroll-port", type=int, help="enrolment listener port (default: port + 1; 0 = none)"
+    )
+    b.add_argument(
+        "--system",
+        action="store_true",
+        help="a fragment for /etc/mosquitto/conf.d (Debian's main file sets user, logs)",
+    )
     s.set_defaults(func=cmd_broker)

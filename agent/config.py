@@ -20,8 +20,10 @@ from agent.validators import (
     valid_broker_url,
     valid_choice,
     valid_device_port,
+    valid_enroll_url,
     valid_float,
     valid_id,
+    valid_index,
     valid_int,
     valid_marker,
     valid_optional_path,
@@ -50,6 +52,7 @@ class WarehouseConfig:
     private_key: Path = Path("keys/warehouse.key")
     devices: Path = Path("devices")
     archive: Path = Path("archive")
+    index: str = "sqlite"  # or a postgresql:// URL
     max_segments: int = 65536
     max_envelope_mb: int = 512
 
@@ -115,12 +118,14 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "key": valid_optional_path,
         "keepalive_s": valid_int(5, 3600, "seconds", 30),
         "session_expiry_s": valid_int(60, 90 * 86400, "seconds", 604800),
+        "enroll_url": valid_enroll_url,
     },
     "warehouse": {
         "public_key": valid_path,
         "private_key": valid_path,
         "devices": valid_path,
         "archive": valid_path,
+        "index": valid_index,
         "max_segments": valid_int(1, 1_000_000, "segments", 65536),
         "max_envelope_mb": valid_int(1, 65536, "MB", 512),
     },

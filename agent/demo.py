@@ -118,9 +118,9 @@ def _scan_demo_batches(dev: Config, base: Path, sane: bool) -> dict[str, str]:
 def _report(wh: Config, broker: BrokerConfig, captured: dict[str, str]) -> bool:
     """Print what the warehouse holds and the fleet view; True when all arrived intact."""
     from sync.fleet import fleet_snapshot, render_fleet
-    from sync.warehouse.index import SqliteIndex
+    from sync.warehouse.index import open_index
 
-    index = SqliteIndex(wh.path(wh.warehouse.archive) / "index.db")
+    index = open_index(wh.warehouse.index, wh.path(wh.warehouse.archive))
     stored = {d.doc_id: d for d in index.all()}
     index.close()
     print("\nwarehouse ls:")

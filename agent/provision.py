@@ -1,5 +1,7 @@
 """Enrolment without moving a private key: two commands on the device, one at the province.
 
+Online (``sohoa enroll request --code CODE`` without ``--out``), the same two
+messages travel over the broker's enrolment listener (``agent.enrol_online``).
 Offline, with files on a USB stick::
 
     province (before the visit)  sohoa enroll allow H56-01234-a1      -> one-time code
@@ -28,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from agent.config import Config
-from sync import claims, pki
+from sync import claims, enrol_access, pki
 from sync.durable import atomic_write
 from sync.enrol_messages import (
     BUNDLE_FORMAT,
@@ -56,7 +58,7 @@ def tls_paths(cfg: Config) -> tuple[Path, Path, Path]:
     )
 
 
-def _tls_key(path: Path) -> ec.EllipticCurvePrivateKey:
+def tls_key(path: Path) -> ec.EllipticCurvePrivateKey:
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -79,20 +81,22 @@ def request(cfg: Config, code: str) -> bytes:
     if not key_path.exists():
         init_device_keys(key_path)
     device_key = load_device_key(key_path)
-    tls_key = _tls_key(tls_paths(cfg)[0])
+    broker_key = tls_key(tls_paths(cfg)[0])
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
-        .sign(tls_key, hashes.SHA256())
+        .sign(broker_key, hashes.SHA256())
     )
     mac_key = code_key(device_id, code)
     nonce = secrets.token_hex(16)
+    renew = enrol_access.mosquitto_hash(enrol_access.renew_password(device_key, device_id))
     body = {
         "format": REQUEST_FORMAT,
         "device_id": device_id,
         "device_pub": public_pem(device_key.public_key()).decode(),
         "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
         "nonce": nonce,
+        "renew_hash": renew,
     }
     body["sig"] = device_key.sign(canonical(body)).hex()
     pending = {"nonce": nonce, "key": mac_key.hex()}
@@ -102,47 +106,73 @@ def request(cfg: Config, code: str) -> bytes:
     return seal(body, mac_key)
 
 
+def csr_key(pem: str, device_id: str) -> ec.EllipticCurvePublicKey:
+    """The P-256 key of a CSR that is signed and names ``device_id``, or the line why not."""
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode())
+    except ValueError:
+        raise CryptoError(
+            "the request's CSR is malformed", "make a new request on the device"
+        ) from None
+    key = csr.public_key()
+    cn = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if (
+        not isinstance(key, ec.EllipticCurvePublicKey)
+        or not csr.is_signature_valid
+        or cn != [device_id]
+    ):
+        raise CryptoError(
+            "the request's CSR is not a P-256 key for its device id",
+            "make a new request on the device",
+        )
+    return key
+
+
+def check_signed(body: dict[str, str], pub: Ed25519PublicKey, what: str) -> None:
+    """``body['sig']`` is ``pub``'s signature over the rest of ``body``."""
+    unsigned = {k: v for k, v in body.items() if k not in ("sig", "mac")}
+    try:
+        pub.verify(bytes.fromhex(body.get("sig", "")), canonical(unsigned))
+    except (InvalidSignature, ValueError):
+        raise CryptoError(
+            f"the {what}'s signature does not verify", "make a new request on the device"
+        ) from None
+
+
 def _check_request(body: dict[str, str]) -> tuple[Ed25519PublicKey, ec.EllipticCurvePublicKey]:
     """The request's own proofs (its Ed25519 signature, a CSR for its device id); the
     device's signing key and the TLS key its certificate is for."""
     try:
         pub = serialization.load_pem_public_key(body["device_pub"].encode())
-        csr = x509.load_pem_x509_csr(body["csr"].encode())
     except (KeyError, ValueError):
         raise CryptoError(
             "the request's keys are malformed", "make a new request on the device"
         ) from None
-    tls_key = csr.public_key()
-    if not isinstance(pub, Ed25519PublicKey) or not isinstance(tls_key, ec.EllipticCurvePublicKey):
+    if not isinstance(pub, Ed25519PublicKey):
         raise CryptoError(
             "the request carries keys of the wrong kind", "make a new request on the device"
         )
-    unsigned = {k: v for k, v in body.items() if k != "sig"}
-    try:
-        pub.verify(bytes.fromhex(body.get("sig", "")), canonical(unsigned))
-    except (InvalidSignature, ValueError):
-        raise CryptoError(
-            "the request's signature does not verify", "make a new request on the device"
-        ) from None
-    cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not csr.is_signature_valid or [a.value for a in cn] != [body["device_id"]]:
-        raise CryptoError(
-            "the request's CSR is not for its device id", "make a new request on the device"
-        )
-    return pub, tls_key
+    check_signed(body, pub, "request")
+    return pub, csr_key(body.get("csr", ""), body["device_id"])
 
 
 def approve(cfg: Config, data: bytes, broker_url: str) -> bytes:
-    """Province side: check a request against its one-time code; the signed-up bundle."""
+    """Province side: check a request against its one-time code; the signed-up bundle.
+
+    Everything from reading the claim to spending it happens under the claims
+    lock, so a code is good for exactly one request even with several workers."""
     obj = parse(data, REQUEST_FORMAT, "enrolment request")
     device_id = obj.get("device_id", "")
     keys_dir = cfg.home / "keys"
-    mac_key = claims.open_claim(keys_dir, device_id)
-    body = verify(obj, mac_key, "enrolment request")
-    pub, tls_key = _check_request(body)
-    cert = pki.sign_certificate(keys_dir, device_id, "device", tls_key)
-    enroll_public(pub, device_id, cfg.path(cfg.warehouse.devices), force=True)
-    claims.spend(keys_dir, device_id)
+    with claims.locked(keys_dir):
+        mac_key = claims.open_claim(keys_dir, device_id)
+        body = verify(obj, mac_key, "enrolment request")
+        pub, csr_pub = _check_request(body)
+        renew = enrol_access.valid_hash(body.get("renew_hash", ""))
+        cert = pki.sign_certificate(keys_dir, device_id, "device", csr_pub)
+        enroll_public(pub, device_id, cfg.path(cfg.warehouse.devices), force=True)
+        claims.spend(keys_dir, device_id, renew)
+        enrol_access.refresh(keys_dir)  # the claim identity is shut out of the broker
     bundle = {
         "format": BUNDLE_FORMAT,
         "device_id": device_id,
@@ -188,7 +218,7 @@ def accept(cfg: Config, data: bytes) -> str:
         raise CryptoError(
             "the bundle's certificate does not check out", "ask the province for a new bundle"
         ) from None
-    tls_pub = _tls_key(key_path).public_key()
+    tls_pub = tls_key(key_path).public_key()
     if cert.public_key() != tls_pub:
         raise CryptoError(
             "the bundle's certificate is not for this device's key", "make a new request"

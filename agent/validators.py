@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from sync.errors import ConfigError
 from sync.protocol import valid_device_id
+from sync.warehouse.index import POSTGRES_SCHEMES, redacted_dsn
 
 Validator = Callable[[str, str, Any], Any]
 
@@ -149,6 +150,35 @@ def valid_broker_url(section: str, key: str, value: Any) -> str:
     return text
 
 
+def valid_enroll_url(section: str, key: str, value: Any) -> str:
+    """The broker's enrolment listener: "" (the broker's TLS port + 1) or an mqtts:// URL."""
+    text = _text(section, key, value)
+    if text and urlparse(valid_broker_url(section, key, text)).scheme != "mqtts":
+        raise _bad(section, key, value, "is not TLS", 'write mqtts://host:port, or "" for port + 1')
+    return text
+
+
 def valid_id(section: str, key: str, value: Any) -> str:
     """The device id: the broker username and topic id."""
     return valid_device_id(_text(section, key, value))
+
+
+def valid_index(section: str, key: str, value: Any) -> str:
+    """The warehouse index: "sqlite" (archive/index.db) or a PostgreSQL URL. The value
+    is named without its password when it is refused."""
+    if not isinstance(value, str):
+        return _text(section, key, value)  # raises: not a string
+    try:
+        port = urlparse(value).port  # None when absent
+    except ValueError:  # not a number from 0 to 65535
+        port = 0
+    url_ok = value.startswith(POSTGRES_SCHEMES) and port != 0 and value.isprintable()
+    if value == "sqlite" or url_ok:
+        return value
+    raise _bad(
+        section,
+        key,
+        redacted_dsn(value),
+        'is not "sqlite" or a postgresql:// URL',
+        'write "sqlite" or postgresql://user:password@host:port/database',
+    )

@@ -3,18 +3,23 @@
 ``keys/pki/claims.json`` (0600) holds, per device id, the MAC key derived from
 its code (never the code itself), its expiry and when it was used. A code is
 spent by the first request that verifies under it; a replayed request then
-finds it used.
+finds it used. Once enrolled, the entry also keeps the hash of the device's
+renewal password and the time of its last renewal request (a replayed renewal
+is not newer). Every change happens under ``keys/pki/.claims.lock``, so that
+warehouse workers in several processes and ``sohoa enroll allow`` never lose
+each other's updates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sync.durable import atomic_write
+from sync.durable import atomic_write, file_lock
 from sync.enrol_messages import code_key, new_code
 from sync.errors import CryptoError
 from sync.protocol import valid_device_id
@@ -25,6 +30,14 @@ class Claim:
     key: str  # hex MAC key derived from the code
     expires: str
     used: str | None = None
+    renew: str | None = None  # mosquitto hash of the renewal identity's password
+    renewed: str | None = None  # the time in the last renewal request accepted
+
+
+def is_open(claim: Claim, now: dt.datetime | None = None) -> bool:
+    """Not used yet and not expired."""
+    now = now or dt.datetime.now(dt.UTC)
+    return claim.used is None and dt.datetime.fromisoformat(claim.expires) >= now
 
 
 def claims_path(keys_dir: Path) -> Path:
@@ -55,10 +68,18 @@ def allow(keys_dir: Path, device_id: str, *, days: int = 7) -> str:
     valid_device_id(device_id)
     code = new_code()
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
-    claims = load_claims(keys_dir)
-    claims[device_id] = Claim(code_key(device_id, code).hex(), expires.isoformat())
-    _save(keys_dir, claims)
+    key = code_key(device_id, code).hex()
+    with locked(keys_dir):
+        claims = load_claims(keys_dir)
+        old = claims.get(device_id)
+        claims[device_id] = Claim(key, expires.isoformat(), renew=old.renew if old else None)
+        _save(keys_dir, claims)
     return code
+
+
+def locked(keys_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """The register's lock: hold it from reading a claim to spending it."""
+    return file_lock(keys_dir / "pki" / ".claims.lock")
 
 
 def open_claim(keys_dir: Path, device_id: str) -> bytes:
@@ -78,7 +99,30 @@ def open_claim(keys_dir: Path, device_id: str) -> bytes:
     return bytes.fromhex(claim.key)
 
 
-def spend(keys_dir: Path, device_id: str) -> None:
+def spend(keys_dir: Path, device_id: str, renew_hash: str) -> None:
+    """Mark the code used and keep the device's renewal password hash (hold ``locked``)."""
     claims = load_claims(keys_dir)
-    claims[device_id] = replace(claims[device_id], used=dt.datetime.now(dt.UTC).isoformat())
+    now = dt.datetime.now(dt.UTC).isoformat()
+    claims[device_id] = replace(claims[device_id], used=now, renew=renew_hash)
+    _save(keys_dir, claims)
+
+
+def note_renewal(keys_dir: Path, device_id: str, stamp: str) -> None:
+    """Accept a renewal request made at ``stamp`` unless one as new was already accepted
+    (hold ``locked``)."""
+    claims = load_claims(keys_dir)
+    claim = claims.get(device_id)
+    if claim is None or claim.renew is None:
+        raise CryptoError(
+            f"device {device_id} was not enrolled with a one-time code",
+            f"enrol it again: `sohoa enroll allow {device_id}`",
+        )
+    if claim.renewed is not None and dt.datetime.fromisoformat(
+        claim.renewed
+    ) >= dt.datetime.fromisoformat(stamp):
+        raise CryptoError(
+            f"the renewal request of {device_id} is a replay (not newer than {claim.renewed})",
+            "nothing was changed; the device makes a fresh request by itself",
+        )
+    claims[device_id] = replace(claim, renewed=stamp)
     _save(keys_dir, claims)

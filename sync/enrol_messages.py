@@ -20,9 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync.errors import CryptoError
+from sync.protocol import json_depth
 
 REQUEST_FORMAT = "sohoa-enrol-request/1"
 BUNDLE_FORMAT = "sohoa-enrol-bundle/1"
+RENEW_FORMAT = "sohoa-renew-request/1"  # signed by the device's Ed25519 key, no MAC
+RENEWED_FORMAT = "sohoa-renew-bundle/1"  # the new certificate; its CA signature is the proof
+REFUSAL_FORMAT = "sohoa-enrol-refusal/1"  # why the province said no; changes nothing
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 CODE_GROUPS = 3
 KDF_ROUNDS = 200_000  # a captured request must not give the code away cheaply
@@ -61,23 +65,30 @@ def seal(body: dict[str, Any], key: bytes) -> bytes:
     return canonical({**body, "mac": mac})
 
 
-def parse(data: bytes, fmt: str, what: str) -> dict[str, Any]:
-    """The message's body (without its MAC), checked for form only."""
+def load_flat(data: bytes, what: str) -> dict[str, Any]:
+    """A flat JSON object of strings, bounded in size and depth before it is parsed."""
+    hint = f"use the {what} sohoa wrote"
     if len(data) > MAX_MESSAGE:
-        raise CryptoError(f"the {what} is too large", f"use the {what} file sohoa wrote")
+        raise CryptoError(f"the {what} is too large", hint)
+    if json_depth(data) > 1:
+        raise CryptoError(f"the {what} is not a sohoa {what}", hint)
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise CryptoError(
-            f"the {what} is not a sohoa {what}", f"use the {what} file sohoa wrote"
-        ) from None
-    if not isinstance(obj, dict) or obj.get("format") != fmt or not isinstance(obj.get("mac"), str):
-        raise CryptoError(f"the {what} is not a sohoa {what}", f"use the {what} file sohoa wrote")
+        raise CryptoError(f"the {what} is not a sohoa {what}", hint) from None
+    if not isinstance(obj, dict):
+        raise CryptoError(f"the {what} is not a sohoa {what}", hint)
     for name, value in obj.items():
         if not isinstance(value, str):
-            raise CryptoError(
-                f"the {what} field {name!r} is malformed", f"use the {what} file sohoa wrote"
-            )
+            raise CryptoError(f"the {what} field {name!r} is malformed", hint)
+    return obj
+
+
+def parse(data: bytes, fmt: str, what: str, *, mac: bool = True) -> dict[str, Any]:
+    """The message's body (with its MAC, if it carries one), checked for form only."""
+    obj = load_flat(data, what)
+    if obj.get("format") != fmt or (mac and not isinstance(obj.get("mac"), str)):
+        raise CryptoError(f"the {what} is not a sohoa {what}", f"use the {what} file sohoa wrote")
     return obj
 
 

@@ -95,3 +95,9 @@ class ArchiveError(SohoaError):
     """The warehouse archive cannot be written (full disk, permissions)."""
 
     exit_code = ExitCode.other
+
+
+class WarehouseIndexError(SohoaError):
+    """The warehouse document index (PostgreSQL) cannot be reached or used."""
+
+    exit_code = ExitCode.other

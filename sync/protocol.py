@@ -61,8 +61,19 @@ def query_topic(device: str, doc: str) -> str:
     return f"{ROOT}/d/{device}/doc/{doc}/q"
 
 
+def enrol_request_topic(device: str) -> str:
+    """Enrolment and renewal requests, on the broker's enrolment listener."""
+    return f"{ROOT}/enroll/{device}/req"
+
+
+def enrol_response_topic(device: str) -> str:
+    return f"{ROOT}/enroll/{device}/resp"
+
+
 INGEST_FILTER = f"{ROOT}/d/+/doc/#"
 FLEET_FILTERS = (f"{ROOT}/d/+/state", f"{ROOT}/d/+/health")
+ENROL_FILTER = f"{ROOT}/enroll/+/req"
+ENROL_TOPIC = re.compile(rf"^{ROOT}/enroll/(?P<device>{_ID})/req$")
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,12 @@ def parse_doc_topic(topic: str) -> DocTopic:
     if kind.startswith("s/"):
         return DocTopic(m["device"], m["doc"], "s", int(m["n"]))
     return DocTopic(m["device"], m["doc"], kind)
+
+
+def parse_enrol_topic(topic: str) -> str | None:
+    """The device id of an enrolment request topic; None for any other topic."""
+    m = ENROL_TOPIC.match(topic)
+    return None if m is None else m["device"]
 
 
 def parse_device_topic(topic: str) -> tuple[str, str]:

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sync.envelope.header import Header, manifest_bytes
 from sync.envelope.reader import read_header, read_prefix, read_segment
 from sync.errors import BrokerError
-from sync.mqtt.link import Link, PendingPublish
+from sync.mqtt.acks import PendingPublish
+from sync.mqtt.link import Link
 from sync.protocol import (
     ProtocolError,
     Query,

@@ -26,10 +26,24 @@ BAD = [
     ("broker", "key", True, "[broker] key = True is not a string", "quotes"),
     ("broker", "keepalive_s", 2, "[broker] keepalive_s = 2 is out of range", "5 to 3600"),
     ("broker", "session_expiry_s", 0, "[broker] session_expiry_s = 0 is out of range", "60 to"),
+    (
+        "broker",
+        "enroll_url",
+        "mqtt://b:8884",
+        "[broker] enroll_url = 'mqtt://b:8884' is not TLS",
+        "mqtts://",
+    ),
     ("warehouse", "public_key", "", "[warehouse] public_key = '' is empty", "path"),
     ("warehouse", "private_key", 1, "[warehouse] private_key = 1 is not a string", "quotes"),
     ("warehouse", "devices", " ", "[warehouse] devices = ' ' is empty", "path"),
     ("warehouse", "archive", "", "[warehouse] archive = '' is empty", "path"),
+    (
+        "warehouse",
+        "index",
+        "mysql://u:s3cret@db/x",
+        "[warehouse] index = 'mysql://db/x' is not \"sqlite\" or a postgresql:// URL",
+        "postgresql://user:password@host",
+    ),
     ("warehouse", "max_segments", 0, "[warehouse] max_segments = 0 is out of range", "1 to"),
     (
         "warehouse",
@@ -147,6 +161,8 @@ GOOD = [
     ("capture", "permanent_types", ["KQ.G15.000031"]),
     ("sync", "modem_port", "/dev/ttyUSB2"),
     ("broker", "url", "mqtts://broker.lan:8883"),
+    ("warehouse", "index", "postgresql://sohoa:pw@db.lan:5432/sohoa"),
+    ("warehouse", "index", "postgres:///sohoa"),
 ]
 
 

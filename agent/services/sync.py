@@ -8,6 +8,7 @@ until the link drops, the deadline passes or (``once``) nothing is pending.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -15,7 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent import renewal
 from agent.config import Config
+from agent.enrol_online import renew_if_due
 from agent.health import health_payload, now_iso
 from agent.wiring import broker_config, open_spool, reconnect_delays
 from sync import __version__
@@ -30,6 +33,7 @@ from sync.uploader import Uploader, UploadSettings
 log = logging.getLogger("sohoa.sync")
 
 IDLE_POLL_S = 2.0
+RENEWAL_CHECK_S = 3600.0  # how often the certificate's age is looked at
 
 
 def birth(device: str, online: bool) -> bytes:
@@ -90,6 +94,16 @@ class _SyncRun:
     notify: Callable[[str], None]
     started: float = field(default_factory=time.monotonic)
     tally: _Tally = field(default_factory=_Tally)
+    renewal_checked: float = float("-inf")
+
+    def maybe_renew(self) -> None:
+        """Renew the broker certificate at two thirds of its life (also once it expired:
+        the enrolment listener takes the device's key as proof)."""
+        if not self.cfg.broker.cert or time.monotonic() - self.renewal_checked < RENEWAL_CHECK_S:
+            return
+        self.renewal_checked = time.monotonic()
+        if renew_if_due(self.cfg, dt.datetime.now(dt.UTC)):
+            self.renewal_checked = float("-inf")  # look again once the new one is in use
 
     def _health(self, rtt_ms: float | None) -> bytes:
         return health_payload(self.cfg, self.spool, self.started, rtt_ms, list(self.tally.errors))
@@ -127,6 +141,7 @@ class _SyncRun:
             if done or time.monotonic() - last_health >= interval:
                 link.publish(health_topic(self.cfg.device.id), self._health(rtt), retain=True)
                 last_health = time.monotonic()
+                self.maybe_renew()
             if done:
                 return True
             self.notify("WATCHDOG=1")
@@ -148,11 +163,13 @@ def run_sync(
     stop = stop or threading.Event()
     warehouse = load_warehouse_public(cfg.path(cfg.warehouse.public_key))
     deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
+    renewal.complete(cfg)  # a renewal that a power cut interrupted
     with open_spool(cfg) as spool:
         spool.recover()
         run = _SyncRun(cfg, spool, warehouse, once, deadline, stop, notify or (lambda _s: None))
         delays = reconnect_delays()
         while not stop.is_set() and time.monotonic() < deadline:
+            run.maybe_renew()
             link = device_link(cfg)
             try:
                 rtt = run.connect(link)

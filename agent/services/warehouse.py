@@ -14,17 +14,19 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
 from agent.config import Config
+from agent.enrol_online import EnrolDesk
 from agent.wiring import broker_config, reconnect_delays
 from sync.errors import BrokerError, SohoaError
 from sync.keys import load_warehouse_private
 from sync.mqtt.link import Link
-from sync.mqtt.settings import LinkSettings, shared_subscription
-from sync.protocol import INGEST_FILTER
-from sync.warehouse.index import SqliteIndex
+from sync.mqtt.settings import LinkSettings, Message, shared_subscription
+from sync.protocol import ENROL_FILTER, INGEST_FILTER, parse_enrol_topic
+from sync.warehouse.index import DocumentIndex, open_index
 from sync.warehouse.ingest import Ingest, IngestSettings
 
 log = logging.getLogger("sohoa.warehouse")
@@ -45,10 +47,10 @@ def default_instance() -> str:
     return socket.gethostname().split(".")[0] or "warehouse"
 
 
-def ingest_from_config(cfg: Config) -> tuple[Ingest, SqliteIndex]:
+def ingest_from_config(cfg: Config) -> tuple[Ingest, DocumentIndex]:
     """The ingest logic and the index it writes, from the ``[warehouse]`` section."""
     keys = load_warehouse_private(cfg.path(cfg.warehouse.private_key))
-    index = SqliteIndex(cfg.path(cfg.warehouse.archive) / "index.db")
+    index = open_index(cfg.warehouse.index, cfg.path(cfg.warehouse.archive))
     settings = IngestSettings(
         cfg.path(cfg.warehouse.archive),
         cfg.path(cfg.warehouse.devices),
@@ -58,7 +60,21 @@ def ingest_from_config(cfg: Config) -> tuple[Ingest, SqliteIndex]:
     return Ingest(settings, keys, index), index
 
 
-def _serve_link(link: Link, ingest: Ingest, stop: threading.Event, stats: WorkerStats) -> None:
+Handler = Callable[[str, bytes], list[Message]]
+
+
+def route(ingest: Ingest, desk: EnrolDesk) -> Handler:
+    """Enrolment requests to the enrolment desk, everything else to ingest."""
+
+    def handle(topic: str, payload: bytes) -> list[Message]:
+        if parse_enrol_topic(topic) is not None:
+            return desk.handle(topic, payload)
+        return ingest.handle(topic, payload)
+
+    return handle
+
+
+def _serve_link(link: Link, handle: Handler, stop: threading.Event, stats: WorkerStats) -> None:
     """Handle messages on one connection until it drops or ``stop`` is set."""
     while not stop.is_set():
         msg = link.get(0.5)
@@ -68,7 +84,7 @@ def _serve_link(link: Link, ingest: Ingest, stop: threading.Event, stats: Worker
             continue
         stats.handled += 1
         try:
-            answers = ingest.handle(msg.topic, msg.payload)
+            answers = handle(msg.topic, msg.payload)
         except SohoaError as exc:
             stats.failed += 1
             log.error("message failed topic=%s reason=%s", msg.topic, exc.message)
@@ -93,6 +109,7 @@ def serve_warehouse(
     stop = stop or threading.Event()
     stats = stats or WorkerStats()
     ingest, index = ingest_from_config(cfg)
+    handle = route(ingest, EnrolDesk(cfg))
     broker = broker_config(cfg)
     delays = reconnect_delays()
     try:
@@ -103,10 +120,11 @@ def serve_warehouse(
             try:
                 link.connect()
                 link.subscribe(shared_subscription("ingest", INGEST_FILTER), qos=1)
+                link.subscribe(shared_subscription("enrol", ENROL_FILTER), qos=1)
                 delays = reconnect_delays()
                 if ready:
                     ready.set()
-                _serve_link(link, ingest, stop, stats)
+                _serve_link(link, handle, stop, stats)
             except BrokerError as exc:
                 log.warning("warehouse link down reason=%s", exc.message)
                 stop.wait(next(delays))

@@ -26,6 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sync.errors import BrokerError, ConfigError
+from sync.mqtt.acks import Acks, PendingPublish, describe
 from sync.mqtt.settings import LinkSettings, Message
 
 log = logging.getLogger(__name__)
@@ -33,86 +34,6 @@ log = logging.getLogger(__name__)
 UNREACHABLE_HINT = "check [broker] url and that mosquitto is running"
 REFUSED_HINT = "check [broker] url, the device certificate and credentials, and the broker ACL"
 LINK_HINT = "the link is slow or down; reconnect and retry (the spool keeps the data)"
-
-
-def describe(code: ReasonCode) -> str:
-    """A reason code as text with its number, e.g. ``Not authorized (135)``."""
-    return f"{code.getName()} ({code.value})"
-
-
-class PendingPublish:
-    """An outstanding acknowledgement (PUBACK, or SUBACK inside ``subscribe``)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.refused = False  # the broker answered with a failure reason code
-        self._event = threading.Event()
-        self._failed = False
-        self._reason = ""
-
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout_s: float) -> bool:
-        """True when acknowledged within ``timeout_s``; False on timeout or failure."""
-        return self._event.wait(timeout_s) and not self._failed
-
-    @property
-    def failed(self) -> bool:
-        """The link went down before the acknowledgement, or the broker refused."""
-        return self._failed
-
-    @property
-    def reason(self) -> str:
-        return self._reason
-
-    def _settle(self, reason: str = "", *, refused: bool = False) -> None:
-        """Settle once: acknowledged when ``reason`` is empty, failed otherwise."""
-        if not self._event.is_set():
-            self._failed, self._reason, self.refused = bool(reason), reason, refused
-            self._event.set()
-
-
-class _Acks:
-    """Outstanding acknowledgements by message id.
-
-    paho may acknowledge a message id before ``publish`` has returned it to us, and it
-    calls back while holding its own lock, so no paho call is ever made under ours.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: dict[int, PendingPublish] = {}
-        self._early: dict[int, str] = {}  # acknowledged before tracked: mid -> refusal
-        self._down = ""
-
-    def track(self, mid: int, pending: PendingPublish) -> PendingPublish:
-        with self._lock:
-            early = self._early.pop(mid, None)
-            if early is None and not self._down:
-                self._waiting[mid] = pending
-                return pending
-        if early is not None:
-            pending._settle(early, refused=bool(early))
-        else:
-            pending._settle(self._down)
-        return pending
-
-    def settle(self, mid: int, codes: list[ReasonCode]) -> None:
-        refusal = ", ".join(describe(c) for c in codes if c.is_failure)
-        with self._lock:
-            pending = self._waiting.pop(mid, None)
-            if pending is None:
-                self._early[mid] = refusal
-                return
-        pending._settle(refusal, refused=bool(refusal))
-
-    def fail_all(self, reason: str) -> None:
-        with self._lock:
-            self._down = reason
-            waiting, self._waiting = self._waiting, {}
-        for pending in waiting.values():
-            pending._settle(reason)
 
 
 class Link:
@@ -125,7 +46,7 @@ class Link:
         self.settings = settings
         self._where = f"{settings.host}:{settings.port}"
         self._inbox: queue.Queue[Message] = queue.Queue()
-        self._acks = _Acks()
+        self._acks = Acks()
         self._connack = threading.Event()
         self._up = threading.Event()
         self._gone = threading.Event()
@@ -147,7 +68,10 @@ class Link:
         client.max_inflight_messages_set(s.max_inflight)
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
-        if s.tls_ca is not None:
+        if s.tls_ca is None and s.tls_unverified:
+            client.tls_set(cert_reqs=ssl.CERT_NONE)
+            client.tls_insecure_set(True)
+        elif s.tls_ca is not None:
             try:
                 client.tls_set(
                     ca_certs=str(s.tls_ca),

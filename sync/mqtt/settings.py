@@ -21,6 +21,15 @@ class BrokerConfig:
     key: Path | None = None
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
+    enroll_url: str = ""  # the enrolment listener; "" = same host, TLS port + 1
+
+    @property
+    def enroll_endpoint(self) -> tuple[str, int]:
+        """Host and port of the broker's enrolment listener."""
+        if self.enroll_url:
+            parsed = urlparse(self.enroll_url)
+            return parsed.hostname or self.host, parsed.port or 8884
+        return self.host, self.port + 1
 
     @property
     def host(self) -> str:
@@ -73,6 +82,9 @@ class LinkSettings:
     tls_ca: Path | None = None  # mqtts when a CA is given
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # TLS without checking the broker's certificate: only for first enrolment, whose
+    # messages are authenticated end to end by the one-time code
+    tls_unverified: bool = False
     clean_start: bool = False  # persistent session by default
     session_expiry_s: int = 7 * 24 * 3600
     keepalive_s: int = 30

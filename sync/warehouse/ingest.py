@@ -15,16 +15,15 @@ does not verify. Malformed traffic is logged with a reason and never stored.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync.durable import atomic_write, iso
+from sync.durable import atomic_write, file_lock, iso
 from sync.enrolment import load_enrolled
 from sync.envelope.header import Header, parse_manifest, segment_matches, verify_header
 from sync.envelope.payload import PayloadError
@@ -61,17 +60,6 @@ class IngestSettings:
     devices: Path
     max_segments: int = 65536
     max_envelope_bytes: int = 512 * 2**20
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class Ingest:
@@ -301,7 +289,7 @@ class Ingest:
 
     def _try_finish(self, device: str, doc: str) -> list[Message]:
         d = self._dir(device, doc)
-        with _locked(self.staging / f".{device}.{doc}.lock"):
+        with file_lock(self.staging / f".{device}.{doc}.lock"):
             done = self.index.get(device, doc)
             if done is not None:
                 return [self._stored_receipt(done)]

@@ -18,6 +18,8 @@ from device.sane_testbed import write_sane_config
 from tests.support.mqtt import Broker, start_mosquitto
 from tests.support.site import Site, make_site
 
+pytest_plugins = ["tests.support.postgres"]  # postgres_server, postgres_dsn, postgres_db
+
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:

@@ -25,7 +25,7 @@ from sync.envelope.seal import EnvelopeWriter
 from sync.keys import load_device_key, load_warehouse_public
 from sync.mqtt.settings import BrokerConfig
 from sync.spool.store import Spool
-from sync.warehouse.index import SqliteIndex, StoredDocument
+from sync.warehouse.index import StoredDocument, open_index
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def start_device(cfg: Config) -> DeviceLoop:
 
 
 def stored_documents(warehouse: Config) -> list[StoredDocument]:
-    index = SqliteIndex(warehouse.path(warehouse.warehouse.archive) / "index.db")
+    index = open_index(warehouse.warehouse.index, warehouse.path(warehouse.warehouse.archive))
     try:
         return index.all()
     finally:
