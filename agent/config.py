@@ -55,6 +55,9 @@ class WarehouseConfig:
     index: str = "sqlite"  # or a postgresql:// URL
     max_segments: int = 65536
     max_envelope_mb: int = 512
+    staging_device_mb: int = 2048
+    staging_total_mb: int = 32768
+    staging_ttl_h: int = 72
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "index": valid_index,
         "max_segments": valid_int(1, 1_000_000, "segments", 65536),
         "max_envelope_mb": valid_int(1, 65536, "MB", 512),
+        "staging_device_mb": valid_int(1, 1 << 20, "MB", 2048),
+        "staging_total_mb": valid_int(1, 1 << 24, "MB", 32768),
+        "staging_ttl_h": valid_int(1, 24 * 90, "hours", 72),
     },
     "capture": {
         "profile": valid_choice(PROFILES),

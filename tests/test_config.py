@@ -53,6 +53,21 @@ BAD = [
         "1 to 65536",
     ),
     (
+        "warehouse",
+        "staging_device_mb",
+        0,
+        "[warehouse] staging_device_mb = 0 is out of range",
+        "1 to",
+    ),
+    (
+        "warehouse",
+        "staging_total_mb",
+        -1,
+        "[warehouse] staging_total_mb = -1 is out of range",
+        "1 to",
+    ),
+    ("warehouse", "staging_ttl_h", 0, "[warehouse] staging_ttl_h = 0 is out of range", "hours"),
+    (
         "capture",
         "profile",
         "sepia",

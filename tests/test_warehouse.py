@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from sync.protocol import (
 )
 from sync.warehouse.index import SqliteIndex
 from sync.warehouse.ingest import MAX_BAD_BODIES, Ingest, IngestSettings
+from sync.warehouse.staging import StagingLimits
 from tests.support.sync import seal
 
 DEVICE = "dev-wh-01"
@@ -54,12 +57,17 @@ class Homes:
     warehouse: Config
     tmp: Path
 
-    def ingest(self) -> Ingest:
+    def ingest(
+        self, limits: StagingLimits | None = None, clock: Callable[[], float] = time.time
+    ) -> Ingest:
         w = self.warehouse
+        archive, devices = w.path(w.warehouse.archive), w.path(w.warehouse.devices)
+        settings = IngestSettings(archive, devices, staging=limits or StagingLimits())
         return Ingest(
-            IngestSettings(w.path(w.warehouse.archive), w.path(w.warehouse.devices)),
+            settings,
             load_warehouse_private(w.path(w.warehouse.private_key)),
             SqliteIndex(w.path(w.warehouse.archive) / "index.db"),
+            clock=clock,
         )
 
     def envelope(self, doc_id: str, size: int = 10_000, device: Config | None = None) -> Env:
@@ -169,23 +177,90 @@ def flip_body(env: Env, n: int) -> Env:
     )
 
 
-def test_damaged_segment_body_is_asked_for_again_then_stored(homes: Homes) -> None:
+def test_damaged_segment_body_is_dropped_on_arrival_asked_for_again_then_stored(
+    homes: Homes,
+) -> None:
     ingest, env = homes.ingest(), homes.envelope("doc-d", 12_000)
     out = send(ingest, flip_body(env, 1))
-    assert receipts(out, homes) == [("missing", (1,), None)]
-    assert ingest.index.all() == []
+    assert receipts(out, homes) == []  # the copy failed its AEAD: never staged
+    assert not (ingest.staging / DEVICE / "doc-d" / "s0000001").exists()
+    assert receipts(ask(ingest, env), homes) == [("missing", (1,), None)]
     fixed = ingest.handle(segment_topic(DEVICE, "doc-d", 1), env.segments[1])
     assert [s for s, _, _ in receipts(fixed, homes)] == ["stored"]
 
 
-def test_segment_that_keeps_failing_authentication_rejects_the_document(homes: Homes) -> None:
-    ingest, bad = homes.ingest(), flip_body(homes.envelope("doc-f", 12_000), 2)
-    out = send(ingest, bad)
-    for _ in range(MAX_BAD_BODIES - 1):
+def test_garbage_segments_never_displace_or_reject_a_genuine_document(homes: Homes) -> None:
+    ingest, env = homes.ingest(), homes.envelope("doc-f", 12_000)
+    bad = flip_body(env, 2)
+    out = ingest.handle(manifest_topic(DEVICE, "doc-f"), env.manifest())
+    out += ingest.handle(segment_topic(DEVICE, "doc-f", 0), env.segments[0])
+    for _ in range(3 * MAX_BAD_BODIES):  # someone without the key, again and again
+        out += ingest.handle(
+            segment_topic(DEVICE, "doc-f", 0), bad.segments[2][: len(env.segments[0])]
+        )
         out += ingest.handle(segment_topic(DEVICE, "doc-f", 2), bad.segments[2])
-    assert receipts(out, homes)[-1] == ("rejected", (), "segment 2 fails authentication")
-    assert [s for s, _, _ in receipts(out, homes)[:-1]] == ["missing"] * (MAX_BAD_BODIES - 1)
-    assert (ingest.index.all(), archived(homes)) == ([], [])
+    assert receipts(out, homes) == []
+    for i in range(1, env.header.segments):
+        out += ingest.handle(segment_topic(DEVICE, "doc-f", i), env.segments[i])
+    assert [s for s, _, _ in receipts(out, homes)] == ["stored"]
+    assert [r.pdf_sha256 for r in ingest.index.all()] == [env.pdf_sha256]
+
+
+def test_segments_before_their_manifest_wait_in_memory_not_on_disk(homes: Homes) -> None:
+    ingest, env = homes.ingest(), homes.envelope("doc-early", 12_000)
+    for i, seg in enumerate(env.segments):
+        assert ingest.handle(segment_topic(DEVICE, "doc-early", i), seg) == []
+    assert not (ingest.staging / DEVICE / "doc-early").exists()
+
+    out = ingest.handle(manifest_topic(DEVICE, "doc-early"), env.manifest())
+
+    assert [s for s, _, _ in receipts(out, homes)] == ["stored"]
+
+
+def test_a_parked_segment_is_staged_by_the_tick_once_another_worker_wrote_the_manifest(
+    homes: Homes,
+) -> None:
+    first, second = homes.ingest(), homes.ingest()
+    env = homes.envelope("doc-two", 12_000)
+    for i, seg in enumerate(env.segments[:-1]):
+        first.handle(segment_topic(DEVICE, "doc-two", i), seg)
+    second.handle(manifest_topic(DEVICE, "doc-two"), env.manifest())
+    last = len(env.segments) - 1
+    second.handle(segment_topic(DEVICE, "doc-two", last), env.segments[last])
+
+    out = first.tick()
+
+    assert [s for s, _, _ in receipts(out, homes)] == ["stored"]
+
+
+def test_a_device_cannot_stage_more_than_its_share(homes: Homes) -> None:
+    ingest = homes.ingest(StagingLimits(device_bytes=40_000))
+    big, next_ = homes.envelope("doc-big", 30_000), homes.envelope("doc-next", 30_000)
+    ingest.handle(manifest_topic(DEVICE, "doc-big"), big.manifest())
+
+    held = ingest.handle(manifest_topic(DEVICE, "doc-next"), next_.manifest())
+
+    assert held == [] and not (ingest.staging / DEVICE / "doc-next").exists()
+    assert [s for s, _, _ in receipts(send(ingest, big), homes)][-1] == "stored"
+    assert [s for s, _, _ in receipts(send(ingest, next_), homes)][-1] == "stored"
+
+
+def test_abandoned_staging_expires_and_the_document_still_arrives_later(homes: Homes) -> None:
+    now = [1_000_000.0]
+    ingest = homes.ingest(StagingLimits(ttl_s=3600), clock=lambda: now[0])
+    env = homes.envelope("doc-gone", 12_000)
+    ingest.handle(manifest_topic(DEVICE, "doc-gone"), env.manifest())
+    ingest.handle(segment_topic(DEVICE, "doc-gone", 0), env.segments[0])
+    ingest.tick()  # the first sweep
+    staged = ingest.staging / DEVICE / "doc-gone"
+    for p in [staged, *staged.iterdir()]:
+        os.utime(p, (now[0] - 7200, now[0] - 7200))  # untouched for two hours
+    now[0] += 3 * 3600  # past the next sweep
+
+    ingest.tick()
+
+    assert not staged.exists()
+    assert [s for s, _, _ in receipts(send(ingest, env), homes)][-1] == "stored"
 
 
 def _other(homes: Homes) -> Env:

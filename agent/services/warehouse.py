@@ -28,6 +28,7 @@ from sync.mqtt.settings import LinkSettings, Message, shared_subscription
 from sync.protocol import ENROL_FILTER, INGEST_FILTER, parse_enrol_topic
 from sync.warehouse.index import DocumentIndex, open_index
 from sync.warehouse.ingest import Ingest, IngestSettings
+from sync.warehouse.staging import StagingLimits
 
 log = logging.getLogger("sohoa.warehouse")
 
@@ -56,6 +57,11 @@ def ingest_from_config(cfg: Config) -> tuple[Ingest, DocumentIndex]:
         cfg.path(cfg.warehouse.devices),
         cfg.warehouse.max_segments,
         cfg.warehouse.max_envelope_mb * 2**20,
+        StagingLimits(
+            cfg.warehouse.staging_device_mb * 2**20,
+            cfg.warehouse.staging_total_mb * 2**20,
+            cfg.warehouse.staging_ttl_h * 3600.0,
+        ),
     )
     return Ingest(settings, keys, index), index
 
@@ -74,10 +80,19 @@ def route(ingest: Ingest, desk: EnrolDesk) -> Handler:
     return handle
 
 
-def _serve_link(link: Link, handle: Handler, stop: threading.Event, stats: WorkerStats) -> None:
-    """Handle messages on one connection until it drops or ``stop`` is set."""
+def _publish(link: Link, answers: list[Message]) -> None:
+    for a in answers:
+        link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
+
+
+def _serve_link(
+    link: Link, handle: Handler, ingest: Ingest, stop: threading.Event, stats: WorkerStats
+) -> None:
+    """Handle messages on one connection until it drops or ``stop`` is set; between
+    messages, ``ingest.tick`` stages segments that waited for their manifest."""
     while not stop.is_set():
         msg = link.get(0.5)
+        _publish(link, ingest.tick())
         if msg is None:
             if not link.connected:
                 raise BrokerError("connection to the broker lost", "reconnecting")
@@ -93,8 +108,7 @@ def _serve_link(link: Link, handle: Handler, stop: threading.Event, stats: Worke
             stats.failed += 1
             log.error("message dropped topic=%s reason=%s", msg.topic, type(exc).__name__)
             continue
-        for a in answers:
-            link.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
+        _publish(link, answers)
 
 
 def serve_warehouse(
@@ -124,7 +138,7 @@ def serve_warehouse(
                 delays = reconnect_delays()
                 if ready:
                     ready.set()
-                _serve_link(link, handle, stop, stats)
+                _serve_link(link, handle, ingest, stop, stats)
             except BrokerError as exc:
                 log.warning("warehouse link down reason=%s", exc.message)
                 stop.wait(next(delays))

@@ -39,16 +39,11 @@ def _prefix_fields(header: Header, prefix: bytes) -> dict[str, Any]:
     return expect
 
 
-def open_envelope(
-    header: Header, prefix: bytes, segments: Iterable[bytes], warehouse: WarehousePrivate
-) -> Iterator[bytes]:
-    """Decrypt in order, yielding exactly the sealed bytes (one chunk per non-empty
-    segment); raise EnvelopeError on any fault.
-
-    Key, prefix and header problems raise at once; segment problems raise while
-    iterating, possibly after earlier chunks were yielded: discard all output
-    on error. The caller verifies the device signature (``verify_header``).
-    """
+def open_data_key(
+    header: Header, prefix: bytes, warehouse: WarehousePrivate
+) -> tuple[ChaCha20Poly1305, bytes]:
+    """The envelope's AEAD and its associated data, once the prefix matches the signed
+    header and the data key opens with the warehouse's key generation."""
     binding = _prefix_fields(header, prefix)
     header.check_digest()
     try:
@@ -71,7 +66,37 @@ def open_envelope(
         raise tamper_error("sealed data key has the wrong size")
     aead = ChaCha20Poly1305(key)
     key[:] = bytes(32)
-    return _decrypt(header, aead, hashlib.sha256(prefix).digest(), segments)
+    return aead, hashlib.sha256(prefix).digest()
+
+
+def segment_authentic(
+    header: Header, aead: ChaCha20Poly1305, aad: bytes, n: int, segment: bytes
+) -> bool:
+    """Whether ``segment`` is segment ``n`` as the device sealed it: its length, its
+    signed tag and its AEAD (which garbage from anyone without the data key fails)."""
+    if n >= header.segments or len(segment) != header.segment_length(n):
+        return False
+    if not segment_matches(header, n, segment):
+        return False
+    try:
+        aead.decrypt(segment_nonce(n, n == header.segments - 1), segment, aad)
+    except InvalidTag:
+        return False
+    return True
+
+
+def open_envelope(
+    header: Header, prefix: bytes, segments: Iterable[bytes], warehouse: WarehousePrivate
+) -> Iterator[bytes]:
+    """Decrypt in order, yielding exactly the sealed bytes (one chunk per non-empty
+    segment); raise EnvelopeError on any fault.
+
+    Key, prefix and header problems raise at once; segment problems raise while
+    iterating, possibly after earlier chunks were yielded: discard all output
+    on error. The caller verifies the device signature (``verify_header``).
+    """
+    aead, aad = open_data_key(header, prefix, warehouse)
+    return _decrypt(header, aead, aad, segments)
 
 
 def _decrypt(

@@ -5,11 +5,16 @@ of one document may reach different workers: staging lives on a shared
 filesystem, completion is decided under a file lock, and the index's unique
 key makes a document stored at most once.
 
-Staging is a cache (not fsynced): no receipt is sent before the archive and the
-index are durable, and the device resends whatever a crash lost. A staged segment
-whose body fails authentication is dropped and asked for again (``missing [i]``);
-the document is rejected only when it keeps failing, or when the manifest itself
-does not verify. Malformed traffic is logged with a reason and never stored.
+Staging (``sync.warehouse.staging``) is a cache (not fsynced): no receipt is
+sent before the archive and the index are durable, and the device resends
+whatever a crash lost. Only a manifest whose device signature verifies is
+staged, within the staging bounds; the worker opens its data key once and
+checks every segment's AEAD as it arrives, so a copy that fails is dropped
+(the device is asked again when it queries) and a staged segment is always the
+device's own: garbage from someone without the data key can never displace
+it, nor get the document rejected. Segments that arrive before their manifest
+wait in memory (``tick`` stages them once it is there). Malformed traffic is
+logged with a reason and never stored.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ import logging
 import re
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from sync.durable import atomic_write, file_lock, iso
 from sync.enrolment import load_enrolled
 from sync.envelope.header import Header, parse_manifest, segment_matches, verify_header
+from sync.envelope.opening import open_data_key, segment_authentic
 from sync.envelope.payload import PayloadError
 from sync.errors import ArchiveError, EnvelopeError
 from sync.keys import WarehousePrivate
@@ -41,11 +50,18 @@ from sync.protocol import (
 )
 from sync.warehouse.archive import archive_document
 from sync.warehouse.index import DocumentIndex, StoredDocument
+from sync.warehouse.staging import (
+    Parked,
+    ParkedSegments,
+    Staging,
+    StagingLimits,
+    segment_name,
+)
 
 log = logging.getLogger("sohoa.warehouse")
 
 MAX_SEGMENT = (1 << 22) + 16
-MANIFEST_CACHE = 256
+KEY_CACHE = 256  # opened data keys, by document
 MAX_MANIFEST = 2 << 20
 REFUSED = "refused"  # marks a staging folder whose signed manifest was refused
 MAX_MISSING_PER_RECEIPT = 1024  # keeps a receipt a few KB, whatever a query claims
@@ -60,6 +76,7 @@ class IngestSettings:
     devices: Path
     max_segments: int = 65536
     max_envelope_bytes: int = 512 * 2**20
+    staging: StagingLimits = StagingLimits()
 
 
 class Ingest:
@@ -77,19 +94,15 @@ class Ingest:
         self.keys = keys
         self.index = index
         self.clock = clock
-        self.staging = settings.archive / "staging"
-        self.staging.mkdir(parents=True, exist_ok=True)
-        # parsed manifests by (device, doc), keyed on the file's identity so that a
-        # manifest another worker replaced is parsed again
+        self.stage = Staging(settings.archive / "staging", settings.staging, clock)
+        self.staging = self.stage.root
+        self.parked = ParkedSegments()
         self._archive_failed: dict[tuple[str, str], float] = {}
-        self._manifests: dict[
-            tuple[str, str], tuple[tuple[int, int, int], tuple[Header, bytes]]
-        ] = {}
+        self._keys: OrderedDict[tuple[str, str, str], tuple[ChaCha20Poly1305, bytes]] = (
+            OrderedDict()
+        )
 
     # -- helpers ----------------------------------------------------------------
-
-    def _dir(self, device: str, doc: str) -> Path:
-        return self.staging / device / doc
 
     def _receipt(self, device: str, doc: str, status: str, **kw: object) -> Message:
         r = Receipt(device=device, doc=doc, status=status, ts=iso(self.clock()), **kw)  # type: ignore[arg-type]
@@ -109,7 +122,7 @@ class Ingest:
 
     def _refuse(self, device: str, doc: str, reason: str, ciphertext: str) -> list[Message]:
         """Reject a signed manifest for good: what was staged goes, later segments are dropped."""
-        d = self._dir(device, doc)
+        d = self.stage.dir(device, doc)
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / REFUSED, reason.encode(), durable=False)
@@ -124,30 +137,16 @@ class Ingest:
             stored_at=rec.stored_at,
         )
 
-    def _manifest(self, device: str, doc: str) -> tuple[Header, bytes] | None:
-        path = self._dir(device, doc) / "manifest"
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return None
-        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
-        hit = self._manifests.get((device, doc))
-        if hit is not None and hit[0] == ident:
-            return hit[1]
-        man = parse_manifest(path.read_bytes())
-        if len(self._manifests) >= MANIFEST_CACHE:
-            self._manifests.pop(next(iter(self._manifests)), None)
-        self._manifests[(device, doc)] = (ident, man)
-        return man
-
-    @staticmethod
-    def _missing(d: Path, segments: int) -> list[int]:
-        """Segments not staged yet: one directory listing, not a stat per segment."""
-        try:
-            names = {p.name for p in d.iterdir()}
-        except FileNotFoundError:
-            names = set()
-        return [i for i in range(segments) if f"s{i:07d}" not in names]
+    def _aead(self, header: Header, prefix: bytes) -> tuple[ChaCha20Poly1305, bytes]:
+        """The document's data key, opened once per worker (a few hundred kept)."""
+        key = (header.device_id, header.doc_id, header.ciphertext_sha256)
+        hit = self._keys.get(key)
+        if hit is None:
+            hit = open_data_key(header, prefix, self.keys)
+            self._keys[key] = hit
+            if len(self._keys) > KEY_CACHE:
+                self._keys.popitem(last=False)
+        return hit
 
     # -- message handling ----------------------------------------------------------
 
@@ -220,16 +219,32 @@ class Ingest:
                 "a different envelope is already stored under this document id",
                 ciphertext,
             )
-        d = self._dir(device, doc)
+        return self._stage_manifest(header, payload)
+
+    def _stage_manifest(self, header: Header, payload: bytes) -> list[Message]:
+        device, doc, ciphertext = header.device_id, header.doc_id, header.ciphertext_sha256
+        existing = self.stage.manifest(device, doc)
+        if existing is None or existing[0].ciphertext_sha256 != ciphertext:
+            try:
+                self._aead(header, parse_manifest(payload)[1])  # opens, or refused for good
+            except EnvelopeError as exc:
+                return self._refuse(device, doc, exc.message, ciphertext)
+            full = self.stage.refusal(device, doc, header.ciphertext_size)
+            if full is not None:
+                log.warning("manifest not staged device=%s doc=%s reason=%s", device, doc, full)
+                return []  # the device asks again later
+        d = self.stage.dir(device, doc)
         d.mkdir(parents=True, exist_ok=True)
-        existing = self._manifest(device, doc)
-        if existing is not None and existing[0].ciphertext_sha256 != header.ciphertext_sha256:
+        if existing is not None and existing[0].ciphertext_sha256 != ciphertext:
             # A new envelope for the same id replaces a stale, unfinished one.
             shutil.rmtree(d)
             d.mkdir(parents=True)
         (d / REFUSED).unlink(missing_ok=True)  # a later, acceptable envelope for this id
         atomic_write(d / "manifest", payload, durable=False)
-        return self._try_finish(device, doc)
+        out: list[Message] = []
+        for p in self.parked.take(lambda dv, dc: (dv, dc) == (device, doc), self.clock()):
+            out += self._on_segment(device, doc, p.n, p.payload)
+        return out or self._try_finish(device, doc)
 
     def _on_segment(self, device: str, doc: str, n: int, payload: bytes) -> list[Message]:
         if len(payload) > MAX_SEGMENT or n >= self.s.max_segments:
@@ -237,31 +252,52 @@ class Ingest:
             return []
         if self.index.get(device, doc) is not None:
             return []
-        d = self._dir(device, doc)
+        d = self.stage.dir(device, doc)
         if (d / REFUSED).exists():
             return []
-        man = self._manifest(device, doc)
-        if man is not None:
-            header = man[0]
-            if not segment_matches(header, n, payload):
+        man = self.stage.manifest(device, doc)
+        if man is None:
+            if load_enrolled(self.s.devices, device) is None:
+                log.warning("segment from a device that is not enrolled ignored device=%s", device)
+                return []
+            # its manifest may be on its way through another worker: wait in memory
+            self.parked.park(Parked(device, doc, n, payload, self.clock()))
+            return []
+        header, prefix = man
+        path = d / segment_name(n)
+        if not path.exists():
+            aead, aad = self._aead(header, prefix)
+            if not segment_authentic(header, aead, aad, n, payload):
                 log.warning(
-                    "segment does not match its manifest, dropped device=%s doc=%s n=%d",
-                    device,
-                    doc,
-                    n,
+                    "segment failed authentication, dropped device=%s doc=%s n=%d", device, doc, n
                 )
                 return []
-        elif load_enrolled(self.s.devices, device) is None:
-            log.warning("segment from a device that is not enrolled ignored device=%s", device)
-            return []
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"s{n:07d}"
-        if not path.exists():
             atomic_write(path, payload, durable=False)
-        if man is None or self._missing(d, man[0].segments):
+        if self.stage.missing(d, header.segments):
             # not complete yet; whoever stages the last segment sees it complete
             return []
         return self._try_finish(device, doc)
+
+    def tick(self) -> list[Message]:
+        """Between messages: stage parked segments whose manifest has arrived, and drop
+        abandoned staging now and then. The receipts to publish."""
+        self.stage.sweep()
+        out: list[Message] = []
+        if len(self.parked):
+            ready = self.parked.take(
+                lambda device, doc: self.stage.manifest(device, doc) is not None, self.clock()
+            )
+            for p in ready:
+                out += self.handle_segment(p.device, p.doc, p.n, p.payload)
+        return out
+
+    def handle_segment(self, device: str, doc: str, n: int, payload: bytes) -> list[Message]:
+        """``_on_segment`` with ``handle``'s guarantee: a reason, never an exception."""
+        try:
+            return self._on_segment(device, doc, n, payload)
+        except (EnvelopeError, ValueError, OSError) as exc:
+            log.warning("parked segment dropped device=%s doc=%s reason=%s", device, doc, exc)
+            return []
 
     def _on_query(self, device: str, doc: str, q: Query) -> list[Message]:
         done = self.index.get(device, doc)
@@ -270,12 +306,12 @@ class Ingest:
         if load_enrolled(self.s.devices, device) is None:
             reason = f"device {device} is not enrolled at this warehouse"
             return self._reject(device, doc, reason, q.ciphertext_sha256)
-        man = self._manifest(device, doc)
+        man = self.stage.manifest(device, doc)
         n = man[0].segments if man is not None else q.segments
         if n > self.s.max_segments:
             reason = "envelope has more segments than this warehouse accepts"
             return self._reject(device, doc, reason, q.ciphertext_sha256)
-        missing = self._missing(self._dir(device, doc), n)
+        missing = self.stage.missing(self.stage.dir(device, doc), n)
         if man is not None and not missing:
             # everything is staged: a receipt, or quiet while the archive cannot be
             # written (the device asks again later; "nothing missing" would only make
@@ -288,17 +324,17 @@ class Ingest:
     # -- completion ------------------------------------------------------------
 
     def _try_finish(self, device: str, doc: str) -> list[Message]:
-        d = self._dir(device, doc)
+        d = self.stage.dir(device, doc)
         with file_lock(self.staging / f".{device}.{doc}.lock"):
             done = self.index.get(device, doc)
             if done is not None:
                 return [self._stored_receipt(done)]
-            man = self._manifest(device, doc)
+            man = self.stage.manifest(device, doc)
             if man is None:
                 return []
             header, prefix = man
             paths = [d / f"s{i:07d}" for i in range(header.segments)]
-            if self._missing(d, header.segments):
+            if self.stage.missing(d, header.segments):
                 return []
             bad = [i for i, p in enumerate(paths) if not segment_matches(header, i, p.read_bytes())]
             if bad:  # staged before the manifest arrived: drop them, ask again
