@@ -113,7 +113,10 @@ def opened_pdf_pages(spool: Spool, doc_id: str, keys: Keys) -> tuple[int, dict[s
     verify_header(header, keys.seal.device_key.public_key())
     chunks = open_envelope(header, read_prefix(path), iter_segments(path), keys.warehouse)
     pdf = io.BytesIO()
-    meta, _ = unpack_payload(chunks, pdf.write)
+    device = (header.device_id, header.doc_id, keys.seal.device_key.public_key())
+    unpacked = unpack_payload(chunks, pdf.write, device=device, created=header.created)
+    assert unpacked.signed  # the device's signature covers the tags and the PDF
+    meta = unpacked.meta
     document = pdfium.PdfDocument(pdf.getvalue())
     try:
         return len(document), meta

@@ -27,6 +27,13 @@ from sync.envelope.header import (
     verify_header,
 )
 from sync.envelope.opening import open_envelope
+from sync.envelope.payload import (
+    MAGIC_V1,
+    PayloadError,
+    PayloadWriter,
+    payload_head,
+    unpack_payload,
+)
 from sync.envelope.reader import (
     iter_segments,
     read_header,
@@ -715,3 +722,49 @@ def test_writer_refuses_bad_options(
 ) -> None:
     with pytest.raises(EnvelopeError, match=reason):
         seal(tmp_path / "e", b"x", keys, **options)
+
+
+def _signed_payload(meta: dict[str, object], pdf: bytes, key: Ed25519PrivateKey) -> bytes:
+    out = bytearray()
+    writer = PayloadWriter(out.extend, meta, device_id="dev-1", doc_id="doc-1", device_key=key)
+    writer.write(pdf)
+    writer.close()
+    return bytes(out)
+
+
+def test_metadata_changed_by_a_data_key_holder_fails_the_device_signature() -> None:
+    key = Ed25519PrivateKey.generate()
+    genuine = _signed_payload({"dossier_code": "H56.22-240101-0001"}, b"%PDF-1.7 body", key)
+    # what a holder of the data key could make: other tags, the digest recomputed,
+    # the device's signature kept (the signed header and its tags stand as they were)
+    forged_body = payload_head({"dossier_code": "H56.22-240101-9999"}) + b"%PDF-1.7 body"
+    forged = forged_body + hashlib.sha256(forged_body).digest() + genuine[-64:]
+    device = ("dev-1", "doc-1", key.public_key())
+
+    ok = unpack_payload([genuine], lambda _b: None, device=device, created="2026-12-03T00:00:00Z")
+    with pytest.raises(PayloadError, match="not signed by its device"):
+        unpack_payload([forged], lambda _b: None, device=device, created="2026-12-03T00:00:00Z")
+    assert ok.signed and ok.meta == {"dossier_code": "H56.22-240101-0001"}
+
+
+def test_an_unsigned_format_1_payload_is_accepted_only_from_before_format_2() -> None:
+    pdf = b"%PDF-1.7 old"
+    old = payload_head({"doc_type": "x"}, MAGIC_V1) + pdf + hashlib.sha256(pdf).digest()
+    device = ("dev-1", "doc-1", Ed25519PrivateKey.generate().public_key())
+
+    legacy = unpack_payload([old], lambda _b: None, device=device, created="2026-11-30T10:00:00Z")
+    with pytest.raises(PayloadError, match="unsigned"):
+        unpack_payload([old], lambda _b: None, device=device, created="2026-12-05T10:00:00Z")
+    assert not legacy.signed and legacy.pdf_sha256 == hashlib.sha256(pdf).hexdigest()
+
+
+def test_a_payload_streams_in_any_chunking() -> None:
+    key = Ed25519PrivateKey.generate()
+    pdf = bytes(range(256)) * 1000
+    blob = _signed_payload({"a": 1}, pdf, key)
+    device = ("dev-1", "doc-1", key.public_key())
+    for size in (1, 7, 95, 96, 97, 4096, len(blob)):
+        out = bytearray()
+        chunks = [blob[i : i + size] for i in range(0, len(blob), size)]
+        unpack_payload(chunks, out.extend, device=device, created="2026-12-03T00:00:00Z")
+        assert bytes(out) == pdf

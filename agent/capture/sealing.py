@@ -20,7 +20,7 @@ from agent.capture.results import DocumentResult, document_metadata
 from agent.capture.scratch import Scratch
 from agent.capture.split import DocumentPlan
 from sync.envelope.header import Header
-from sync.envelope.payload import payload_head
+from sync.envelope.payload import PayloadWriter
 from sync.envelope.seal import EnvelopeWriter
 from sync.keys import WarehousePublic
 from sync.spool.store import Spool
@@ -61,7 +61,7 @@ def unpack_page(blob: bytes) -> EncodedPage:
 
 
 def _write_pdf(
-    writer: EnvelopeWriter, plan: DocumentPlan, pages: list[PageRecord], scratch: Scratch
+    writer: PayloadWriter, plan: DocumentPlan, pages: list[PageRecord], scratch: Scratch
 ) -> str:
     """The document's PDF into the envelope; its SHA-256 (PdfWriter hashes as it writes)."""
     pdf = PdfWriter(
@@ -100,9 +100,15 @@ def _write_envelope(
         segment_size=seal.segment_size,
         doc_class=doc_class,
     )
-    writer.write(payload_head(meta))
-    pdf_sha256 = _write_pdf(writer, plan, pages, scratch)
-    writer.write(bytes.fromhex(pdf_sha256))
+    payload = PayloadWriter(
+        writer.write,
+        meta,
+        device_id=seal.device_id,
+        doc_id=meta["doc_id"],
+        device_key=seal.device_key,
+    )
+    pdf_sha256 = _write_pdf(payload, plan, pages, scratch)
+    payload.close()  # the device's signature over metadata and PDF, inside the encryption
     header = writer.close()
     fh.flush()
     os.fsync(fh.fileno())

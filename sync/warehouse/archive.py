@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from sync.durable import atomic_write, fsync_dir, is_disk_full, iso
 from sync.envelope.header import Header, segment_matches
 from sync.envelope.opening import open_envelope
@@ -27,6 +29,7 @@ def _write_archive(
     paths: list[Path],
     keys: WarehousePrivate,
     clock: Callable[[], float],
+    device_key: Ed25519PublicKey,
 ) -> tuple[dict[str, Any], str, int]:
     """The three archive files in ``tmp_dir``: PDF, metadata JSON, original envelope."""
 
@@ -40,7 +43,9 @@ def _write_archive(
     fd = os.open(tmp_dir / "document.pdf", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         plain = open_envelope(header, prefix, segments(), keys)
-        meta, pdf_sha256 = unpack_payload(plain, fh.write)
+        ids = (header.device_id, header.doc_id, device_key)
+        payload = unpack_payload(plain, fh.write, device=ids, created=header.created)
+        meta, pdf_sha256 = payload.meta, payload.pdf_sha256
         size = fh.tell()
         fh.flush()
         os.fsync(fh.fileno())
@@ -51,6 +56,7 @@ def _write_archive(
         "ciphertext_sha256": header.ciphertext_sha256,
         "key_id": header.key_id,
         "suite": header.suite,
+        "metadata_signed": payload.signed,
     }
     body = json.dumps(meta, ensure_ascii=False, indent=1).encode()
     atomic_write(tmp_dir / "metadata.json", body, mode=0o600, what="the archive")
@@ -70,6 +76,7 @@ def archive_document(
     paths: list[Path],
     keys: WarehousePrivate,
     clock: Callable[[], float],
+    device_key: Ed25519PublicKey,
 ) -> StoredDocument:
     """Decrypt and archive: PDF, metadata and the original envelope, owner-only
     (0600 files, 0700 folders), moved into place whole or not at all."""
@@ -81,7 +88,9 @@ def archive_document(
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp_dir.mkdir(mode=0o700)
     try:
-        meta, pdf_sha256, size = _write_archive(tmp_dir, header, prefix, paths, keys, clock)
+        meta, pdf_sha256, size = _write_archive(
+            tmp_dir, header, prefix, paths, keys, clock, device_key
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp_dir.replace(out_dir)

@@ -106,7 +106,7 @@ class Ingest:
 
     def _receipt(self, device: str, doc: str, status: str, **kw: object) -> Message:
         r = Receipt(device=device, doc=doc, status=status, ts=iso(self.clock()), **kw)  # type: ignore[arg-type]
-        signed = sign_receipt(r, self.keys.signing)
+        signed = sign_receipt(r, self.keys.receipt_key())  # the current generation
         return Message(receipt_topic(device), signed.to_bytes(), qos=1)
 
     def _reject(
@@ -348,7 +348,12 @@ class Ingest:
             if failed_at is not None and self.clock() - failed_at < ARCHIVE_RETRY_S:
                 return []  # every resent segment must not cost another full decryption
             try:
-                rec = archive_document(self.s.archive, header, prefix, paths, self.keys, self.clock)
+                pub = load_enrolled(self.s.devices, device)
+                if pub is None:
+                    raise EnvelopeError(f"device {device} is no longer enrolled here")
+                rec = archive_document(
+                    self.s.archive, header, prefix, paths, self.keys, self.clock, pub
+                )
             except ArchiveError as exc:
                 self._archive_failed[(device, doc)] = self.clock()
                 log.error(

@@ -20,7 +20,7 @@ from agent.config import Config, SyncConfig
 from agent.services.sync import SyncOutcome, run_sync
 from agent.services.warehouse import WarehouseWorkers
 from sync.envelope.header import Header
-from sync.envelope.payload import payload_head
+from sync.envelope.payload import PayloadWriter
 from sync.envelope.seal import EnvelopeWriter
 from sync.keys import load_device_key, load_warehouse_public
 from sync.mqtt.settings import BrokerConfig
@@ -50,9 +50,15 @@ def seal(
             device_key=load_device_key(cfg.path(cfg.device.key)),
             segment_size=segment_size,
         )
-        w.write(payload_head({"doc_type": "test", "decree30": {"PageAmount": 1}}))
-        w.write(pdf)
-        w.write(sha)
+        payload = PayloadWriter(
+            w.write,
+            {"doc_type": "test", "decree30": {"PageAmount": 1}},
+            device_id=cfg.device.id,
+            doc_id=doc_id,
+            device_key=load_device_key(cfg.path(cfg.device.key)),
+        )
+        payload.write(pdf)
+        payload.close()
         header = w.close()
     return header, sha.hex()
 
