@@ -24,6 +24,7 @@ from typing import Any
 from sync.durable import enable_wal, fsync_dir, fsync_file, iso
 from sync.errors import SpoolError, SpoolFullError
 from sync.spool.audit import AuditEntry, chain_entry
+from sync.spool.dberrors import connect
 from sync.spool.recovery import recover_spool
 from sync.spool.report import batch_stats, spool_status
 from sync.spool.schema import (
@@ -60,7 +61,7 @@ class Spool:
                 f"cannot create the spool in {root} (permission denied)",
                 "set $SOHOA_HOME to a writable directory or run as the sohoa user",
             ) from None
-        self._conn = sqlite3.connect(root / "spool.db", timeout=30, isolation_level=None)
+        self._conn = connect(root / "spool.db")
         try:
             check_version(self._conn, root / "spool.db")  # before anything writes to it
             enable_wal(self._conn)
