@@ -2,49 +2,105 @@
 # sohoa set-up: a developer machine (--dev), a device (--device) or a warehouse
 # (--warehouse). Re-runnable: every step checks before it changes anything, and a
 # failing step says which one and why.
-set -euo pipefail
+set -Eeuo pipefail
 
 usage() {
     cat <<'USAGE'
-usage: install.sh --dev | --device [--id DEVICE_ID] [--broker URL] [--warehouse-pub FILE]
-                  | --warehouse [--broker URL]
+usage: install.sh --dev
+       install.sh --device [--id DEVICE_ID] [--broker URL] [--warehouse-pub FILE]
+       install.sh --warehouse [--id WAREHOUSE_ID] [--broker mqtts://HOST:PORT] [--index URL]
 
   --dev        system packages, then .venv with sohoa and its test tools (this checkout)
   --device     provision an appliance: packages, user sohoa (group scanner),
                /etc/sohoa/sohoa.toml, /var/lib/sohoa, device keys, services
-  --warehouse  provision a provincial warehouse: packages, user, keys, service
+  --warehouse  provision a provincial warehouse: packages, user, keys, CA, the
+               warehouse's broker certificate, mosquitto's configuration, services
+  --index URL  (warehouse) [warehouse] index, e.g. postgresql://user:password@host/db
 USAGE
 }
 
+step() { printf '==> %s\n' "$*"; }
+fail() { printf 'error: step "%s" failed — %s\n' "$1" "$2" >&2; exit 1; }
+on_error() {
+    # anything that fails without its own message still ends with one error line, naming
+    # the step (function) and the line it failed on
+    local rc=$? i=1 line
+    while [ "$i" -lt "${#FUNCNAME[@]}" ]; do
+        case "${FUNCNAME[$i]}" in as_root|as_sohoa|has) i=$((i + 1)) ;; *) break ;; esac
+    done
+    line="${BASH_LINENO[$((i - 1))]}"
+    fail "${FUNCNAME[$i]:-install.sh}" "line $line \`$(sed -n "${line}s/^ *//p" "${BASH_SOURCE[0]}")\` exited with $rc; fix what it printed above and run install.sh again"
+}
+trap on_error ERR
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CONFIG=/etc/sohoa/sohoa.toml
+HOME_DIR=/var/lib/sohoa
+BROKER_DIR=/etc/sohoa/broker
 MODE=""
 DEVICE_ID=""
 BROKER_URL=""
 WAREHOUSE_PUB=""
+INDEX_URL=""
+
+value() {
+    if [ $# -lt 2 ] || [ -z "$2" ]; then fail "arguments" "$1 needs a value; see install.sh --help"; fi
+}
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --dev) MODE=dev ;;
         --device) MODE=device ;;
         --warehouse) MODE=warehouse ;;
-        --id) DEVICE_ID="${2:?--id needs a value}"; shift ;;
-        --broker) BROKER_URL="${2:?--broker needs a value}"; shift ;;
-        --warehouse-pub) WAREHOUSE_PUB="${2:?--warehouse-pub needs a file}"; shift ;;
+        --id) value "$@"; DEVICE_ID="$2"; shift ;;
+        --broker) value "$@"; BROKER_URL="$2"; shift ;;
+        --warehouse-pub) value "$@"; WAREHOUSE_PUB="$2"; shift ;;
+        --index) value "$@"; INDEX_URL="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "error: unknown option $1 — see install.sh --help" >&2; exit 1 ;;
+        *) fail "arguments" "unknown option $1; see install.sh --help" ;;
     esac
     shift
 done
-[ -n "$MODE" ] || { usage >&2; exit 1; }
 
-step() { printf '==> %s\n' "$*"; }
-fail() { printf 'error: step "%s" failed — %s\n' "$1" "$2" >&2; exit 1; }
+check_args() {
+    # refused before anything on the machine changes
+    [ -n "$MODE" ] || { usage >&2; fail "arguments" "give --dev, --device or --warehouse"; }
+    if [ -n "$DEVICE_ID" ] && ! [[ "$DEVICE_ID" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]]; then
+        fail "arguments" "--id $DEVICE_ID is not a valid id; use letters, digits, '.', '_' or '-'"
+    fi
+    if [ -n "$BROKER_URL" ] && ! [[ "$BROKER_URL" =~ ^mqtts?://[^/[:space:]\"]+$ ]]; then
+        fail "arguments" "--broker $BROKER_URL is not an MQTT URL; write mqtts://host:port"
+    fi
+    if [ -n "$WAREHOUSE_PUB" ]; then
+        [ "$MODE" = device ] || fail "arguments" "--warehouse-pub is for --device"
+        [ -f "$WAREHOUSE_PUB" ] || fail "warehouse-pub" "$WAREHOUSE_PUB does not exist; copy keys/warehouse.pub from the warehouse (USB stick) and give its path"
+    fi
+    if [ -n "$INDEX_URL" ]; then
+        [ "$MODE" = warehouse ] || fail "arguments" "--index is for --warehouse"
+        [[ "$INDEX_URL" =~ ^[[:print:]]+$ ]] || fail "arguments" "--index must be one printable line"
+    fi
+    return 0
+}
+check_args
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
 
 as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        fail "root" "run install.sh as root or install sudo"
+    # a failure returns, so that an unexpected one is reported with the caller's command line
+    if [ "$(id -u)" -eq 0 ]; then "$@" || return $?
+    elif command -v sudo >/dev/null; then sudo "$@" || return $?
+    else fail "root" "run install.sh as root or install sudo"
     fi
 }
+
+as_sohoa() {
+    # every sohoa command of a device or warehouse runs as the service user, from /
+    as_root runuser -u sohoa -- env -C / SOHOA_HOME="$HOME_DIR" SOHOA_CONFIG="$CONFIG" \
+        /usr/local/bin/sohoa "$@"
+}
+
+has() { as_root test -e "$1"; }
 
 SYSTEM_PACKAGES=(
     python3 python3-venv python3-dev build-essential pkg-config
@@ -75,21 +131,51 @@ make_venv() {
     # $3 = "editable" for a developer checkout; a device or warehouse gets a real install,
     # so that deleting or moving the clone never breaks the services
     local venv="$1" extras="$2" editable="${3:-}"
-    local py
-    py="$(command -v python3.11 || command -v python3)" || fail "python" "python3 is not installed"
+    local py run=()
+    if [ "$editable" = editable ]; then
+        py="$(command -v python3.11 || command -v python3)" || fail "python" "python3 is not installed"
+    else
+        # Debian's python3: the sohoa user must be able to run it (not pyenv's under /root)
+        py=/usr/bin/python3 run=(as_root)
+        if has "$venv/pyvenv.cfg" && ! grep -qx 'home = /usr/bin' "$venv/pyvenv.cfg"; then
+            step "replacing $venv (made with another Python than /usr/bin/python3)"
+            as_root rm -rf "$venv"
+        fi
+    fi
+    [ -x "$py" ] || fail "python" "$py is missing; install python3"
     "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || fail "python" "Python 3.11 or newer is required, found $("$py" --version)"
     if [ ! -x "$venv/bin/python" ]; then
         step "creating virtual environment $venv"
-        "$py" -m venv "$venv" || fail "venv" "python3-venv is missing or $venv is not writable"
+        "${run[@]}" "$py" -m venv "$venv" || fail "venv" "python3-venv is missing or $venv is not writable"
     fi
     step "installing sohoa into $venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null \
+    "${run[@]}" "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null \
         || fail "pip upgrade" "PyPI unreachable? check the network"
-    local spec=("$REPO$extras") run=(as_root)
-    [ "$editable" = editable ] && spec=(-e "$REPO$extras") && run=()
-    "${run[@]}" "$venv/bin/python" -m pip install -q --upgrade "${spec[@]}" \
+    if [ "$editable" = editable ]; then
+        "$venv/bin/python" -m pip install -q --upgrade -e "$REPO$extras" \
+            || fail "pip install" "a Python package failed to build; read pip's message above"
+    else
+        install_wheel "$venv" "$extras"
+    fi
+}
+
+install_wheel() {
+    # a wheel built from a clean copy of the sources: nothing in the venv points at this
+    # checkout, no stale build/ folder leaks old modules in, the checkout stays unchanged
+    local venv="$1" extras="$2" wheels
+    mkdir -p "$WORK/src" "$WORK/dist"
+    tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
+        --exclude=./tests --exclude='*.egg-info' --exclude=__pycache__ --exclude='./.*_cache' \
+        -cf - . | tar -C "$WORK/src" -xf - || fail "copy sources" "cannot read $REPO"
+    "$venv/bin/python" -m pip wheel -q --no-deps -w "$WORK/dist" "$WORK/src" >"$WORK/wheel.log" 2>&1 \
+        || { cat "$WORK/wheel.log" >&2; fail "build wheel" "read the build log above"; }
+    wheels=("$WORK"/dist/sohoa-*.whl)
+    as_root "$venv/bin/python" -m pip install -q "${wheels[0]}$extras" \
         || fail "pip install" "a Python package failed to build; read pip's message above"
+    # the same version number may carry new code: replace sohoa's own files every time
+    as_root "$venv/bin/python" -m pip install -q --no-deps --force-reinstall "${wheels[0]}" \
+        || fail "pip install" "could not replace sohoa in $venv"
 }
 
 dev() {
@@ -105,30 +191,65 @@ dev() {
 
 provision_common() {
     install_packages "${SYSTEM_PACKAGES[@]}"
-    getent group scanner >/dev/null || as_root groupadd --system scanner
+    getent group scanner >/dev/null || as_root groupadd --system scanner \
+        || fail "groupadd" "could not create the scanner group"
     if ! id sohoa >/dev/null 2>&1; then
         step "creating user sohoa"
-        as_root useradd --system --home-dir /var/lib/sohoa --shell /usr/sbin/nologin \
+        as_root useradd --system --home-dir "$HOME_DIR" --shell /usr/sbin/nologin \
             --groups scanner sohoa || fail "useradd" "could not create the sohoa user"
     fi
     as_root install -d -m 0755 /opt/sohoa /etc/sohoa
-    as_root install -d -m 0700 -o sohoa -g sohoa /var/lib/sohoa /var/lib/sohoa/keys
-    make_venv /opt/sohoa/venv ""
-    as_root ln -sf /opt/sohoa/venv/bin/sohoa /usr/local/bin/sohoa
-    /opt/sohoa/venv/bin/sohoa --version | as_root tee /opt/sohoa/VERSION >/dev/null
+    as_root install -d -m 0700 -o sohoa -g sohoa "$HOME_DIR" "$HOME_DIR/keys"
+    make_venv /opt/sohoa/venv "$(extras)"
+    as_root ln -sfn /opt/sohoa/venv/bin/sohoa /usr/local/bin/sohoa
+    local version
+    version="$(env -C / /opt/sohoa/venv/bin/sohoa --version)" \
+        || fail "sohoa --version" "the installed sohoa does not start; read its message above"
+    printf '%s\n' "$version" | as_root tee /opt/sohoa/VERSION >/dev/null
+    step "installed $version (/opt/sohoa/VERSION)"
+}
+
+extras() {
+    # a warehouse whose index is PostgreSQL needs psycopg in the venv
+    local index="$INDEX_URL"
+    [ "$MODE" = warehouse ] || return 0
+    if [ -z "$index" ] && has "$CONFIG"; then index="$(as_root cat "$CONFIG" | current_key - warehouse index)"; fi
+    case "$index" in postgresql://*|postgres://*) printf '[postgresql]' ;; esac
+}
+
+toml_string() {
+    # a TOML basic string's contents: backslash and double quote escaped
+    local text="${1//\\/\\\\}"
+    printf '%s' "${text//\"/\\\"}"
 }
 
 set_key() {
-    # set_key FILE SECTION KEY VALUE: replace KEY's line inside [SECTION], keep the rest
-    as_root sed -i "/^\[$2\]/,/^\[/ s|^$3 = .*|$3 = \"$4\"|" "$1"
+    # set_key FILE SECTION KEY VALUE: KEY's line inside [SECTION] (added at the end of the
+    # section when missing); every other line, comment and hand edit stays as it is.
+    # awk takes the value from the environment, so '|', '&', '\' or '/' in it are plain text.
+    local file="$1" tmp="$WORK/set_key.toml"
+    SECTION="$2" KEY="$3" VALUE="$(toml_string "$4")" awk '
+        BEGIN { line = ENVIRON["KEY"] " = \"" ENVIRON["VALUE"] "\""; head = "[" ENVIRON["SECTION"] "]" }
+        function flush() { for (; blank > 0; blank--) print "" }
+        /^\[/ { if (inside && !done) { print line; done = 1 } flush(); inside = ($0 == head) }
+        inside && /^[[:space:]]*$/ { blank++; next }
+        inside && $0 ~ ("^" ENVIRON["KEY"] "[[:space:]]*=") { flush(); if (!done) print line; done = 1; next }
+        { flush(); print }
+        END { if (!done) { if (!inside) print "\n" head; print line } flush() }
+    ' "$file" >"$tmp" || fail "set $2.$3" "cannot read $file"
+    # same mode and owner, swapped in whole
+    if ! { as_root cp "$tmp" "$file.new" && as_root chmod --reference="$file" "$file.new" \
+        && as_root chown --reference="$file" "$file.new" && as_root mv -f "$file.new" "$file"; }; then
+        fail "set $2.$3" "cannot write $file"
+    fi
 }
 
 current_key() {
-    sed -n "/^\[$2\]/,/^\[/ s|^$3 = \"\(.*\)\"|\1|p" "$1" | head -n 1
+    sed -n "/^\[$2\]/,/^\[/ s|^$3[[:space:]]*=[[:space:]]*\"\(.*\)\".*|\1|p" "$1" | head -n 1
 }
 
 write_config() {
-    local target=/etc/sohoa/sohoa.toml
+    local target="$CONFIG"
     if [ ! -f "$target" ]; then
         step "writing $target"
         as_root install -m 0644 "$REPO/config/sohoa.toml" "$target"
@@ -137,20 +258,43 @@ write_config() {
         tls_paths "$target"
     else
         step "keeping $target; updating only what was given"
-        local was
-        if [ -n "$DEVICE_ID" ] && [ "$(current_key "$target" device id)" != "$DEVICE_ID" ]; then
-            was="$(current_key "$target" device id)"
-            set_key "$target" device id "$DEVICE_ID"
-            step "device id changed from $was to $DEVICE_ID: enrol the device again at the province"
-        fi
+        [ -z "$DEVICE_ID" ] || change_id "$target"
         if [ -n "$BROKER_URL" ] && [ "$(current_key "$target" broker url)" != "$BROKER_URL" ]; then
             set_key "$target" broker url "$BROKER_URL"
             tls_paths "$target"
             step "broker url set to $BROKER_URL"
         fi
     fi
-    [ "$MODE" = device ] && detect_scanner "$target"
-    return 0
+    [ -z "$INDEX_URL" ] || index_url "$target"
+    [ "$MODE" = device ] || return 0
+    detect_scanner "$target"
+    hot_folder "$target"
+}
+
+change_id() {
+    local target="$1" was
+    was="$(current_key "$target" device id)"
+    [ "$was" != "$DEVICE_ID" ] || return 0
+    set_key "$target" device id "$DEVICE_ID"
+    if [ "$MODE" != warehouse ]; then
+        step "device id changed from $was to $DEVICE_ID: enrol the device again at the province (sohoa enroll request)"
+        return 0
+    fi
+    if [ "$(current_key "$target" broker cert)" = "keys/$was.crt" ]; then
+        set_key "$target" broker cert "keys/$DEVICE_ID.crt"
+        set_key "$target" broker key "keys/$DEVICE_ID.key"
+    fi
+    step "warehouse id changed from $was to $DEVICE_ID: its broker certificate is issued next"
+}
+
+index_url() {
+    # the URL may carry the database password: the file stops being world-readable
+    local target="$1"
+    [ "$(current_key "$target" warehouse index)" != "$(toml_string "$INDEX_URL")" ] || return 0
+    set_key "$target" warehouse index "$INDEX_URL"
+    as_root chown root:sohoa "$target"
+    as_root chmod 0640 "$target"
+    step "[warehouse] index set; $target is now mode 0640 root:sohoa (the URL may hold a password)"
 }
 
 default_id() {
@@ -182,14 +326,37 @@ detect_scanner() {
     fi
 }
 
+hot_folder() {
+    # owner-only: the files are page images in clear. A network scanner's share (Samba,
+    # FTP) writes there as sohoa (e.g. Samba's "force user = sohoa"), not through a group.
+    local dir
+    dir="$(current_key "$1" capture hot_folder)"
+    [ -n "$dir" ] || return 0
+    case "$dir" in /*) ;; *) dir="$HOME_DIR/$dir" ;; esac
+    if ! has "$dir"; then
+        as_root install -d -m 0700 -o sohoa -g sohoa "$dir" || fail "hot folder" "cannot create $dir"
+        step "hot folder $dir created (owner sohoa, mode 0700)"
+    elif [ "$(as_root stat -c %U "$dir")" != sohoa ]; then
+        step "hot folder $dir is not owned by sohoa: sohoa-agent cannot take files from it (chown sohoa $dir)"
+    fi
+    case "$dir/" in
+        "$HOME_DIR"/*) ;;
+        *) step "hot folder $dir is outside $HOME_DIR: give sohoa-agent ReadWritePaths=$dir (systemctl edit sohoa-agent)" ;;
+    esac
+}
+
 install_units() {
-    local unit
+    # every unit is copied; those with an [Install] section are enabled and started
+    local unit enable=()
     for unit in "$@"; do
-        as_root install -m 0644 "$REPO/systemd/$unit" "/etc/systemd/system/$unit"
+        as_root install -m 0644 "$REPO/systemd/$unit" "/etc/systemd/system/$unit" \
+            || fail "install units" "cannot copy $REPO/systemd/$unit to /etc/systemd/system"
+        if grep -q '^\[Install\]' "$REPO/systemd/$unit"; then enable+=("$unit"); fi
     done
     if [ -d /run/systemd/system ]; then
-        as_root systemctl daemon-reload
-        as_root systemctl enable --now "$@" || fail "systemctl" "a service did not start; see journalctl -u ${1%.service}"
+        as_root systemctl daemon-reload || fail "systemctl daemon-reload" "see the message above"
+        as_root systemctl enable --now "${enable[@]}" \
+            || fail "systemctl" "a unit did not start; see journalctl -u ${1%.*}"
     else
         step "systemd is not running here: units installed, not started"
     fi
@@ -198,29 +365,75 @@ install_units() {
 device() {
     provision_common
     write_config
-    if [ ! -f /var/lib/sohoa/keys/device.key ]; then
+    if ! has "$HOME_DIR/keys/device.key"; then
         step "creating device keys"
-        as_root runuser -u sohoa -- env SOHOA_HOME=/var/lib/sohoa /usr/local/bin/sohoa keys init \
-            || fail "keys init" "could not create /var/lib/sohoa/keys/device.key"
+        as_sohoa keys init || fail "keys init" "could not create $HOME_DIR/keys/device.key"
     fi
     if [ -n "$WAREHOUSE_PUB" ]; then
-        [ -f "$WAREHOUSE_PUB" ] || fail "warehouse-pub" "$WAREHOUSE_PUB does not exist; copy keys/warehouse.pub from the warehouse (USB stick) and give its path"
-        as_root install -m 0644 -o sohoa -g sohoa "$WAREHOUSE_PUB" /var/lib/sohoa/keys/warehouse.pub
+        as_root install -m 0644 -o sohoa -g sohoa "$WAREHOUSE_PUB" "$HOME_DIR/keys/warehouse.pub"
     fi
-    [ -f /var/lib/sohoa/keys/warehouse.pub ] || step "copy the warehouse's warehouse.pub to /var/lib/sohoa/keys/ (or pass --warehouse-pub FILE), then enrol keys/device.pub at the warehouse"
+    has "$HOME_DIR/keys/warehouse.pub" || step "copy the warehouse's warehouse.pub to $HOME_DIR/keys/ (or pass --warehouse-pub FILE), then enrol keys/device.pub at the warehouse"
     install_units sohoa-agent.service sohoa-sync.service
     /usr/local/bin/sohoa doctor || true
+}
+
+warehouse_pki() {
+    # the provincial CA (once) and the warehouse's own broker certificate
+    local id
+    id="$(current_key "$CONFIG" device id)"
+    if ! has "$HOME_DIR/keys/ca.crt"; then
+        step "creating the provincial CA"
+        as_sohoa pki init || fail "pki init" "could not create $HOME_DIR/keys/ca.crt"
+    fi
+    if ! has "$HOME_DIR/keys/$id.crt"; then
+        step "issuing the warehouse's broker certificate keys/$id.crt"
+        as_sohoa pki issue "$id" --role warehouse --out "$HOME_DIR/keys" \
+            || fail "pki issue $id" "could not issue $HOME_DIR/keys/$id.crt"
+    fi
+}
+
+broker_config() {
+    # mosquitto: Debian's /etc/mosquitto/mosquitto.conf (user, persistence, logs) includes
+    # conf.d/sohoa.conf; the files it names live in $BROKER_DIR, which the warehouse
+    # service rewrites (enrol.passwd, enrol.acl) and mosquitto reads through its group
+    local url hostport host port=8883
+    url="$(current_key "$CONFIG" broker url)"
+    case "$url" in
+        mqtts://*) ;;
+        *) step "broker url $url is not mqtts://: no broker configuration installed (--broker mqtts://HOST:8883)"; return 0 ;;
+    esac
+    hostport="${url#mqtts://}"
+    if [[ "$hostport" =~ ^\[([^]]+)\](:([0-9]+))?$ ]] || [[ "$hostport" =~ ^([^:]+)(:([0-9]+))?$ ]]; then
+        host="${BASH_REMATCH[1]}"
+        port="${BASH_REMATCH[3]:-$port}"
+    else
+        fail "broker url" "cannot read host and port from $url; write mqtts://host:port"
+    fi
+    as_root install -d -m 2750 -o sohoa -g mosquitto "$BROKER_DIR" \
+        || fail "broker folder" "cannot create $BROKER_DIR (is mosquitto installed?)"
+    step "writing the broker configuration ($BROKER_DIR, TLS port $port, enrolment port $((port + 1)))"
+    as_sohoa broker config --out "$BROKER_DIR" --port "$port" --host "$host" --system \
+        || fail "broker config" "see the message above"
+    # a root-owned copy: the sohoa user may change the data mosquitto reads, never its options
+    as_root install -m 0644 -o root -g root "$BROKER_DIR/mosquitto.conf" /etc/mosquitto/conf.d/sohoa.conf
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl restart mosquitto.service \
+            || fail "restart mosquitto" "see journalctl -u mosquitto and /etc/mosquitto/conf.d/sohoa.conf"
+    else
+        step "systemd is not running here: restart mosquitto (mosquitto -c /etc/mosquitto/mosquitto.conf) to use it"
+    fi
 }
 
 warehouse() {
     provision_common
     write_config
-    if [ ! -f /var/lib/sohoa/keys/warehouse.key ]; then
+    if ! has "$HOME_DIR/keys/warehouse.key"; then
         step "creating warehouse keys"
-        as_root runuser -u sohoa -- env SOHOA_HOME=/var/lib/sohoa /usr/local/bin/sohoa keys init --warehouse \
-            || fail "keys init --warehouse" "could not create the warehouse keys"
+        as_sohoa keys init --warehouse || fail "keys init --warehouse" "could not create the warehouse keys"
     fi
-    install_units sohoa-warehouse.service
+    warehouse_pki
+    broker_config
+    install_units sohoa-warehouse.service sohoa-broker-reload.path sohoa-broker-reload.service
 }
 
 "$MODE"

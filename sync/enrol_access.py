@@ -131,12 +131,16 @@ class BrokerFiles:
 
 
 def refresh(keys_dir: Path) -> Path | None:
-    """Rewrite the enrolment listener's password file and ACL; the password file's path,
+    """Rewrite the enrolment listener's password file and ACL, and the broker's copy of
+    the CRL; the password file's path,
     or None when this province has no broker configuration written by sohoa."""
     files = BrokerFiles.recorded(keys_dir)
     if files is None:
         return None
     users = listener_users(keys_dir)
+    crl = pki.CaPaths.under(keys_dir).crl
+    if crl.exists():  # a revocation reaches the broker with the same reload
+        atomic_write(files.folder / "ca.crl", crl.read_bytes(), mode=0o644, what="the CRL")
     # the ACL first: a new identity is never admitted before its topics are limited
     acl = files.folder / "enrol.acl"
     atomic_write(acl, acl_text(users).encode(), mode=files.mode, what="the enrolment ACL")

@@ -189,3 +189,6 @@ def test_a_revoked_device_cannot_renew(province: Province) -> None:
 
     one_line_error(proc, "the enrolment listener refused or is unreachable")
     assert f"renew-{DEVICE}:" not in province.passwd.read_text()
+    # the CRL reached the broker with the same reload: the device's certificate is refused
+    doctor = s.device.run("doctor", check=False).stdout
+    assert f"accepts this device as {DEVICE}" not in doctor, doctor

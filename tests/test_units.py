@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
-UNITS = sorted((Path(__file__).resolve().parent.parent / "systemd").glob("*.service"))
+SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+# the long-running services, each running sohoa from the installed venv
+SERVICES = [SYSTEMD / f"sohoa-{name}.service" for name in ("agent", "sync", "warehouse")]
+# the oneshot that sohoa-broker-reload.path starts: `systemctl reload-or-restart mosquitto`
+RELOAD = SYSTEMD / "sohoa-broker-reload.service"
 MAX_EXPOSURE = 2.0
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", [*SERVICES, RELOAD], ids=lambda p: p.name)
 def test_unit_exposure_is_at_most_2(unit: Path) -> None:
     out = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", str(unit)],
@@ -25,19 +29,30 @@ def test_unit_exposure_is_at_most_2(unit: Path) -> None:
     assert float(found.group(1)) <= MAX_EXPOSURE
 
 
-def test_the_three_units_are_checked() -> None:
-    assert [u.name for u in UNITS] == [
-        "sohoa-agent.service",
-        "sohoa-sync.service",
-        "sohoa-warehouse.service",
-    ]
+def test_every_unit_is_checked() -> None:
+    assert sorted(SYSTEMD.glob("*.service")) == sorted([*SERVICES, RELOAD])
+    assert [p.name for p in SYSTEMD.glob("*.path")] == ["sohoa-broker-reload.path"]
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", SERVICES, ids=lambda p: p.name)
 def test_unit_runs_sohoa_from_the_installed_venv(unit: Path) -> None:
     text = unit.read_text()
     assert re.search(r"^ExecStart=/opt/sohoa/venv/bin/sohoa \w+", text, re.M)
     assert "Documentation=file://" not in text
+
+
+def test_broker_reload_only_reloads_mosquitto_and_systemd_accepts_it() -> None:
+    assert re.findall(r"^ExecStart=.*", RELOAD.read_text(), re.M) == [
+        "ExecStart=/usr/bin/systemctl reload-or-restart mosquitto.service"
+    ]
+    path = SYSTEMD / "sohoa-broker-reload.path"
+    out = subprocess.run(
+        ["systemd-analyze", "verify", str(path), str(RELOAD)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (out.returncode, out.stdout + out.stderr) == (0, "")
 
 
 def test_install_script_is_shellcheck_clean() -> None:
