@@ -179,7 +179,7 @@ install_wheel() {
 }
 
 dev() {
-    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd postgresql
+    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd postgresql chromium chromium-driver
     make_venv "$REPO/.venv" "[test]" editable
     step "checking the real parts"
     "$REPO/.venv/bin/python" -c 'import sane, zbar, paho.mqtt, cryptography.hazmat.primitives.hpke' \
@@ -390,6 +390,14 @@ warehouse_pki() {
         as_sohoa pki issue "$id" --role warehouse --out "$HOME_DIR/keys" \
             || fail "pki issue $id" "could not issue $HOME_DIR/keys/$id.crt"
     fi
+    # the fleet service's own read-only identity (before the broker ACL is written)
+    if ! has "$HOME_DIR/keys/fleet-1.crt"; then
+        step "issuing the fleet service's broker certificate keys/fleet-1.crt"
+        as_sohoa pki issue fleet-1 --role fleet --out "$HOME_DIR/keys" \
+            || fail "pki issue fleet-1" "could not issue $HOME_DIR/keys/fleet-1.crt"
+    fi
+    set_key "$CONFIG" fleet cert "keys/fleet-1.crt"
+    set_key "$CONFIG" fleet key "keys/fleet-1.key"
 }
 
 broker_config() {
@@ -433,7 +441,7 @@ warehouse() {
     fi
     warehouse_pki
     broker_config
-    install_units sohoa-warehouse.service sohoa-broker-reload.path sohoa-broker-reload.service
+    install_units sohoa-warehouse.service sohoa-fleet.service sohoa-broker-reload.path sohoa-broker-reload.service
 }
 
 "$MODE"

@@ -20,14 +20,15 @@ from agent.commands import (
     cmd_demo,
     cmd_doctor,
     cmd_fleet,
-    cmd_keys,
     cmd_scan,
     cmd_sheets,
     cmd_status,
     cmd_sync,
     cmd_warehouse,
 )
+from agent.commands_keys import add_keys
 from agent.commands_pki import add_broker, add_enroll, add_pki
+from agent.commands_ui import add_ui
 from agent.config import Config, load_config
 from agent.errors import FAILURES, exit_code_of
 from sync.errors import ExitCode
@@ -51,7 +52,13 @@ def _add_scan(sub: Subparsers) -> None:
         "--from", dest="source_path", metavar="PATH", help="folder of page images, a TIFF or a PDF"
     )
     src.add_argument("--device", metavar="NAME", help="SANE device, e.g. test:0")
-    s.add_argument("--dossier", help="dossier code for the batch (e.g. from the handheld reader)")
+    s.add_argument(
+        "--dossier-stdin",
+        action="store_true",
+        help="read the batch's dossier code from stdin (never the command line, which"
+        " /proc/<pid>/cmdline shows to every process)",
+    )
+    s.add_argument("--dossier", help=argparse.SUPPRESS)  # refused with the way to do it
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument(
         "--hashes", action="store_true", help="include each PDF's SHA-256 in --json output"
@@ -93,27 +100,17 @@ def _add_warehouse(sub: Subparsers) -> None:
 
 
 def _add_fleet(sub: Subparsers) -> None:
-    s = sub.add_parser("fleet", help="every device's state and health from the broker")
+    s = sub.add_parser(
+        "fleet", help="every device's state and health (one-shot), or `fleet serve`: the service"
+    )
+    s.add_argument(
+        "action", nargs="?", choices=["serve"], help="serve: page, /api and /metrics ([fleet])"
+    )
     s.add_argument("--json", action="store_true", help="print as JSON")
     s.add_argument(
         "--wait", type=float, default=1.0, help="seconds of quiet before the view is complete"
     )
     s.set_defaults(func=cmd_fleet)
-
-
-def _add_keys(sub: Subparsers) -> None:
-    s = sub.add_parser("keys", help="device and warehouse keys")
-    ksub = s.add_subparsers(dest="keys_cmd", required=True, metavar="KEYS_COMMAND")
-    k = ksub.add_parser(
-        "init", help="create this device's (or, with --warehouse, the warehouse's) keys"
-    )
-    k.add_argument("--warehouse", action="store_true", help="create warehouse keys")
-    k.add_argument("--force", action="store_true", help="replace existing keys")
-    k = ksub.add_parser("enroll", help="warehouse side: enrol a device's public key")
-    k.add_argument("device_pub", metavar="DEVICE_PUB", help="the device's keys/device.pub")
-    k.add_argument("--id", required=True, help="the device id")
-    ksub.add_parser("rotate", help="warehouse side: new key generation, old ones kept")
-    s.set_defaults(func=cmd_keys)
 
 
 def _add_sheets(sub: Subparsers) -> None:
@@ -171,7 +168,7 @@ _COMMANDS = (
     _add_sync,
     _add_warehouse,
     _add_fleet,
-    _add_keys,
+    add_keys,
     add_pki,
     add_broker,
     add_enroll,
@@ -180,6 +177,7 @@ _COMMANDS = (
     _add_agent,
     _add_doctor,
     _add_demo,
+    add_ui,
 )
 
 

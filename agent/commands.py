@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,10 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
         source = PathSource(path)
     else:
         source = SaneScanner(args.device, scan_settings(cfg))
+    dossier = _dossier(args)
     with Capture.from_config(cfg) as capture:
         capture.spool.recover()
-        result = capture.run(source, preset_dossier=args.dossier)
+        result = capture.run(source, preset_dossier=dossier)
     if args.json:
         out = result.to_json()
         for d in out["documents"]:
@@ -87,6 +90,24 @@ def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     return ExitCode.ok
 
 
+def _dossier(args: argparse.Namespace) -> str | None:
+    """The batch's dossier code: from stdin only, validated like the handheld reader's."""
+    from agent.errors import CodeError
+    from agent.services.capture import dossier_from_reader
+
+    if args.dossier is not None:
+        raise CodeError(
+            "a dossier code on the command line is visible to every process on the device",
+            "pipe it instead: echo CODE | sohoa scan … --dossier-stdin",
+        )
+    if not args.dossier_stdin:
+        return None
+    code = dossier_from_reader(sys.stdin.readline())
+    if code is None:
+        raise CodeError("the dossier code on stdin is not valid", "check the code and try again")
+    return code
+
+
 def cmd_sync(args: argparse.Namespace, cfg: Config) -> int:
     from agent.services.sync import run_sync, sync_once
 
@@ -94,8 +115,17 @@ def cmd_sync(args: argparse.Namespace, cfg: Config) -> int:
         out = sync_once(cfg, args.timeout or 600.0)
         print(f"synced: {out.stored} document(s) stored at the warehouse, none pending")
         return ExitCode.ok
-    run_sync(cfg, once=False, timeout_s=args.timeout, notify=_sd_notify)
+    run_sync(cfg, once=False, timeout_s=args.timeout, stop=_stop_on_sigterm(), notify=_sd_notify)
     return ExitCode.ok
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """An event SIGTERM sets, so a service ends its loop and says goodbye cleanly."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 def _sd_notify(state: str) -> None:
@@ -116,11 +146,14 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
     if args.wh_cmd == "serve":
         from agent.services.warehouse import WarehouseWorkers
 
+        stop = _stop_on_sigterm()
         with WarehouseWorkers.from_config(cfg, args.workers, name=args.instance) as workers:
+            workers.wait_ready(30.0)  # subscribed (or still connecting: it carries on)
             _sd_notify("READY=1")
             try:
-                while True:
+                while not stop.is_set():
                     workers.join(1.0)
+                    _sd_notify("WATCHDOG=1")
                     workers.keep_alive()  # raises once a worker keeps dying: exit non-zero
             except KeyboardInterrupt:
                 pass
@@ -145,6 +178,11 @@ def cmd_fleet(args: argparse.Namespace, cfg: Config) -> int:
     from agent.wiring import broker_config
     from sync.fleet import fleet_snapshot, render_fleet
 
+    if args.action == "serve":
+        from agent.services.fleet import serve_fleet
+
+        serve_fleet(cfg, stop=_stop_on_sigterm(), notify=_sd_notify)
+        return ExitCode.ok
     rows = fleet_snapshot(broker_config(cfg), quiet_s=args.wait)
     if args.json:
         _print_json({"devices": [r.to_json() for r in rows]})
@@ -153,60 +191,21 @@ def cmd_fleet(args: argparse.Namespace, cfg: Config) -> int:
     return ExitCode.ok
 
 
-# -- keys / sheets / audit / doctor / demo ------------------------------------------------
-
-
-def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
-    from sync import enrolment, keys
-
-    if args.keys_cmd == "init":
-        if args.warehouse:
-            pub = keys.init_warehouse_keys(
-                cfg.path(cfg.warehouse.private_key),
-                cfg.path(cfg.warehouse.public_key),
-                force=args.force,
-            )
-            print(
-                f"warehouse keys created (key id {pub.key_id}); copy {cfg.path(cfg.warehouse.public_key)}"
-                " to every device's keys/warehouse.pub"
-            )
-        else:
-            dpub = keys.init_device_keys(cfg.path(cfg.device.key), force=args.force)
-            print(
-                f"device key created, fingerprint {keys.device_fingerprint(dpub)}; enrol"
-                f" {cfg.path(cfg.device.key).with_suffix('.pub')} at the warehouse:"
-                f" sohoa keys enroll device.pub --id {cfg.device.id}"
-            )
-        return ExitCode.ok
-    if args.keys_cmd == "enroll":
-        path = enrolment.enroll_device(
-            Path(args.device_pub), args.id, cfg.path(cfg.warehouse.devices)
-        )
-        print(f"device {args.id} enrolled ({path})")
-        return ExitCode.ok
-    if args.keys_cmd == "rotate":
-        wpub = keys.rotate_warehouse_keys(
-            cfg.path(cfg.warehouse.private_key), cfg.path(cfg.warehouse.public_key)
-        )
-        print(f"new warehouse key {wpub.key_id}; old keys kept so that old envelopes still open")
-        return ExitCode.ok
-    raise InputError("unknown keys command", "see sohoa keys --help")
+# -- sheets / audit / doctor / demo ------------------------------------------------
 
 
 def cmd_sheets(args: argparse.Namespace, cfg: Config) -> int:
-    from agent.capture.sheets import cover_sheet_text, render_sheet, write_sheets_pdf
+    from agent.capture.sheets import build_sheet, write_sheets_pdf
 
-    fields: dict[str, Any] = {}
-    if args.kind == "DOC":
-        fields = {"T": args.type, "P": args.pages, "Y": args.year}
-        title, sub = "TÀI LIỆU TIẾP THEO", [f"Loại: {args.type}"]
-    elif args.kind == "DOSSIER":
-        fields = {"H": args.dossier, "TT": args.tthc, "N": args.documents}
-        title, sub = "HỒ SƠ", [f"Mã hồ sơ: {args.dossier}", f"Thủ tục: {args.tthc or '-'}"]
-    else:
-        title, sub = "TRANG PHÂN CÁCH", ["Separator sheet"]
-    text = cover_sheet_text(args.kind, **{k: v for k, v in fields.items() if v is not None})
-    img = render_sheet(text, title, sub)
+    fields = {
+        "type": args.type,
+        "pages": args.pages,
+        "year": args.year,
+        "dossier": args.dossier,
+        "tthc": args.tthc,
+        "documents": args.documents,
+    }
+    text, img = build_sheet(args.kind, fields)
     with Path(args.out).open("wb") as fh:
         write_sheets_pdf([img] * args.copies, fh)
     print(f"{args.out}: {args.copies} sheet(s) {text}")

@@ -25,6 +25,7 @@ from agent.validators import (
     valid_id,
     valid_index,
     valid_int,
+    valid_listen,
     valid_marker,
     valid_optional_path,
     valid_optional_text,
@@ -96,6 +97,24 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    listen: str = "0.0.0.0:8080"
+    keep_minutes: int = 30
+    review: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    listen: str = "127.0.0.1:9310"
+    register: Path | None = None
+    offline_alert_s: int = 900
+    cert: Path | None = None  # the fleet identity's certificate and key (mqtts://)
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     home: Path = DEFAULT_HOME
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -104,6 +123,8 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     source: Path | None = None
 
     def path(self, p: Path) -> Path:
@@ -163,6 +184,20 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "receipt_timeout_s": valid_float(0.0, 3600.0, "seconds", 30.0, above_lo=True),
         "modem_port": valid_device_port,
     },
+    "ui": {
+        "listen": valid_listen,
+        "keep_minutes": valid_int(1, 24 * 60, "minutes", 30),
+        "review": valid_bool,
+        "tls_cert": valid_optional_path,
+        "tls_key": valid_optional_path,
+    },
+    "fleet": {
+        "listen": valid_listen,
+        "register": valid_optional_path,
+        "offline_alert_s": valid_int(10, 7 * 86400, "seconds", 900),
+        "cert": valid_optional_path,
+        "key": valid_optional_path,
+    },
 }
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -172,6 +207,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "capture": CaptureConfig,
     "spool": SpoolConfig,
     "sync": SyncConfig,
+    "ui": UiConfig,
+    "fleet": FleetConfig,
 }
 
 

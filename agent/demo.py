@@ -62,12 +62,15 @@ def provision_pair(
     device: Config, warehouse: Config, *, force: bool = False
 ) -> tuple[WarehousePublic, Ed25519PublicKey]:
     """Keys for a warehouse and one device, as a technician would set them up:
-    both key sets created, warehouse.pub copied to the device, the device enrolled."""
-    from sync import enrolment, keys
+    both key sets created (with the warehouse's command key), warehouse.pub copied
+    to the device, the device enrolled."""
+    from sync import command_key, enrolment, keys
 
-    wpub = keys.init_warehouse_keys(
-        warehouse.path(warehouse.warehouse.private_key),
+    private = warehouse.path(warehouse.warehouse.private_key)
+    wpub = command_key.init_warehouse(
+        private,
         warehouse.path(warehouse.warehouse.public_key),
+        command_key.command_key_path(private),
         force=force,
     )
     dpub = keys.init_device_keys(device.path(device.device.key), force=force)

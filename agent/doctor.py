@@ -48,8 +48,18 @@ def _device_key(cfg: Config) -> str:
 
 
 def _warehouse_pub(cfg: Config) -> str:
-    pub = keys.load_warehouse_public(cfg.path(cfg.warehouse.public_key))
-    return f"pinned, key id {pub.key_id}"
+    from sync.receipt_keys import DeviceCommands, command_state_path
+
+    path = cfg.path(cfg.warehouse.public_key)
+    pub = keys.load_warehouse_public(path)
+    accepted = DeviceCommands(cfg.device.id, pub, command_state_path(path)).receipt_keys.kids()
+    note = (
+        ""
+        if pub.command
+        else "; no command key pinned, so receipt-key rotations are refused"
+        " (copy the warehouse's current warehouse.pub)"
+    )
+    return f"pinned, key id {pub.key_id}, receipt keys {', '.join(accepted)}{note}"
 
 
 def _broker(cfg: Config) -> str:

@@ -42,7 +42,13 @@ def certificate_expiry(path: Path | None) -> str | None:
 
 
 def health_payload(
-    cfg: Config, spool: Spool, started: float, rtt_ms: float | None, errors: Sequence[str]
+    cfg: Config,
+    spool: Spool,
+    started: float,
+    rtt_ms: float | None,
+    errors: Sequence[str],
+    receipt_keys: Sequence[str] = (),
+    rate_bps: float | None = None,
 ) -> bytes:
     """The retained health JSON for this device, as bytes."""
     host = read_host_health(cfg.home)
@@ -58,9 +64,11 @@ def health_payload(
         capture=spool.batch_stats(day_start),
         disk_free_bytes=host.disk_free_bytes,
         cpu_temp_c=host.cpu_temp_c,
-        link=LinkState(rtt_ms=rtt_ms, modem_signal_dbm=modem),
+        link=LinkState(rtt_ms=rtt_ms, modem_signal_dbm=modem, rate_bps=rate_bps),
         clock_synced=host.clock_synced,
         cert_expiry=certificate_expiry(cfg.path(cfg.broker.cert) if cfg.broker.cert else None),
         recent_errors=list(errors),
+        receipt_keys=receipt_keys,
+        disk_total_bytes=host.disk_total_bytes,
     )
     return json.dumps(health, ensure_ascii=False).encode()

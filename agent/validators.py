@@ -158,6 +158,22 @@ def valid_enroll_url(section: str, key: str, value: Any) -> str:
     return text
 
 
+def valid_listen(section: str, key: str, value: Any) -> str:
+    """``host:port`` for a web page ("" turns it off); the port from 1 to 65535."""
+    text = _text(section, key, value)
+    if not text:
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _bad(section, key, value, "is not host:port", 'write e.g. "0.0.0.0:8080", or ""')
+    return text
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def valid_id(section: str, key: str, value: Any) -> str:
     """The device id: the broker username and topic id."""
     return valid_device_id(_text(section, key, value))

@@ -43,7 +43,11 @@ WAREHOUSE_RULES = (
     f"topic read {ENROL_FILTER}",
     f"topic write {ROOT}/enroll/+/resp",
 )
-FLEET_RULES = (f"topic read {ROOT}/d/+/state", f"topic read {ROOT}/d/+/health")
+FLEET_RULES = (
+    f"topic read {ROOT}/d/+/state",
+    f"topic read {ROOT}/d/+/health",
+    f"topic readwrite {ROOT}/fleet/alerts",  # its one output: the firing alerts, retained
+)
 
 
 def acl_text(warehouses: list[str], fleets: list[str]) -> str:

@@ -64,3 +64,16 @@ def load_enrolled(devices_dir: Path, device_id: str) -> Ed25519PublicKey | None:
     if not path.exists():
         return None
     return load_device_public(path)
+
+
+def enrolled_ids(devices_dir: Path) -> list[str]:
+    """Every device enrolled at this warehouse, by id (sorted)."""
+    if not devices_dir.is_dir():
+        return []
+    ids = []
+    for path in sorted(devices_dir.glob("*.pub")):
+        try:
+            ids.append(valid_device_id(path.stem))
+        except ConfigError:
+            continue  # not a name enrolment writes
+    return ids

@@ -6,26 +6,39 @@ fsync of the directory; private keys mode 0600):
 - ``device.key``: Ed25519 private key, PEM PKCS#8, unencrypted; ``device.pub``
   beside it: PEM SubjectPublicKeyInfo.
 - ``warehouse.key``: JSON ``{"format": "sohoa-warehouse-key/1", "generations":
-  [...], "signing": b64}``; each generation (newest last) is ``{"key_id",
-  "created", "x25519", "mlkem768", "x25519_hybrid"}`` with raw private keys in
-  base64 (``mlkem768`` is the 64-byte ML-KEM seed). Old generations are kept so
-  that envelopes sealed before a rotation still open.
-- ``warehouse.pub``: JSON with the current generation's public parts only
-  (``sohoa-warehouse-pub/1``); devices pin it to seal envelopes and to verify
-  receipts and commands (``signing``).
+  [...], "signing": b64, "command": b64}``; each generation (newest last) is
+  ``{"key_id", "created", "x25519", "mlkem768", "x25519_hybrid"}`` with raw
+  private keys in base64 (``mlkem768`` is the 64-byte ML-KEM seed). Old
+  generations are kept so that envelopes sealed before a rotation still open.
+  ``signing`` is the current generation of the receipt key (Ed25519, raw
+  private key); ``command`` the *public* half of the command key, whose private
+  half lives in its own file (``sync.command_key``) so that a copy of this file
+  can never sign commands.
+- ``warehouse.pub``: JSON with the current public parts only
+  (``sohoa-warehouse-pub/1``): the current encryption generation, ``signing``
+  (the current receipt key) and ``command`` (the command key). Devices pin it to
+  seal envelopes, to verify receipts and to verify commands. A file without
+  ``command`` (made before commands existed) still loads; such a device accepts
+  receipts from ``signing`` and refuses every command.
 
 A generation's ``key_id`` is the first 16 hex digits of SHA-256 over its public
-key material: x25519 ‖ mlkem768 ‖ x25519 of the hybrid (raw bytes).
+key material: x25519 ‖ mlkem768 ‖ x25519 of the hybrid (raw bytes). A receipt
+key's id (``kid``, carried in every receipt) is the same over its raw public key.
+
+Receipt keys rotate on their own (``rotate_receipt_key``): the new generation
+replaces ``signing`` and the old private key is gone from the file, so an old
+copy of ``warehouse.key`` is worth nothing once devices applied the signed
+rotation command (``sync.command_key``, ``sync.receipt_keys``). Running
+warehouse workers pick the new key up at their next receipt
+(``WarehousePrivate.receipt_key``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
-import stat
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,76 +51,16 @@ from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey, MLKEM7
 
 from sync.durable import atomic_write
 from sync.errors import CryptoError
+from sync.keyfiles import b64 as _b64
+from sync.keyfiles import dumps as _dumps
+from sync.keyfiles import json_doc, refuse_overwrite, required
+from sync.keyfiles import read_key_file as _read
+from sync.keyfiles import unb64 as _unb64
+
+log = logging.getLogger("sohoa.keys")
 
 PRIVATE_FORMAT = "sohoa-warehouse-key/1"
 PUBLIC_FORMAT = "sohoa-warehouse-pub/1"
-_MAX_KEY_FILE = 1 << 20
-
-
-# -- files --------------------------------------------------------------------
-
-
-def _read(path: Path, what: str, *, private: bool) -> bytes:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise CryptoError(
-            f"{what} {path} does not exist",
-            (
-                "on a device, copy the warehouse's keys/warehouse.pub here (install.sh"
-                " --warehouse-pub FILE); on the warehouse run 'sohoa keys init --warehouse'"
-                if "warehouse public" in what
-                else "create it with 'sohoa keys init' (add --warehouse on the warehouse)"
-            ),
-        ) from None
-    except OSError as exc:
-        raise CryptoError(
-            f"{what} {path} cannot be read ({exc.strerror})", "check the path"
-        ) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise CryptoError(
-            f"{what} {path} is not a regular file", "point the configuration at the key file"
-        )
-    if private and st.st_mode & 0o077:
-        raise CryptoError(
-            f"{what} {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o})",
-            f"run: chmod 600 {path}",
-        )
-    if st.st_size > _MAX_KEY_FILE:
-        raise CryptoError(f"{what} {path} is too large to be a key file", "check the path")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CryptoError(
-            f"{what} {path} cannot be read ({exc.strerror})",
-            "run the command as the sohoa user or fix the file's owner",
-        ) from None
-
-
-def _refuse_overwrite(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise CryptoError(
-            f"key file {path} already exists",
-            "refusing to replace a key (documents sealed or signed with it would be lost); "
-            "pass --force only if you are sure",
-        )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(value: Any, what: str, path: Path, length: int) -> bytes:
-    try:
-        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-    except binascii.Error:
-        raw = b""
-    if len(raw) != length:
-        raise CryptoError(
-            f"{what} in {path} is not a valid key ({length} bytes of base64 expected)",
-            "restore the file from its backup",
-        )
-    return raw
 
 
 # -- device -------------------------------------------------------------------
@@ -127,7 +80,7 @@ def public_pem(pub: Ed25519PublicKey) -> bytes:
 def init_device_keys(key_path: Path, *, force: bool = False) -> Ed25519PublicKey:
     """Create the device's signing key and its public key beside it."""
     pub_path = device_public_path(key_path)
-    _refuse_overwrite(key_path, force)
+    refuse_overwrite(key_path, force)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -191,7 +144,8 @@ class WarehousePublic:
     key_id: str
     x25519: X25519PublicKey
     hybrid: MLKEM768X25519PublicKey
-    signing: Ed25519PublicKey
+    signing: Ed25519PublicKey  # the current receipt key
+    command: Ed25519PublicKey | None = None  # None in a warehouse.pub older than commands
 
 
 @dataclass(frozen=True)
@@ -201,10 +155,21 @@ class WarehouseGeneration:
     hybrid: MLKEM768X25519PrivateKey
 
 
+@dataclass
+class _ReceiptKeyCache:
+    """The receipt key last read from the key file, and the file's identity then."""
+
+    ident: tuple[int, int, int] | None = None
+    key: Ed25519PrivateKey | None = None
+
+
 @dataclass(frozen=True)
 class WarehousePrivate:
     generations: tuple[WarehouseGeneration, ...]
-    signing: Ed25519PrivateKey
+    signing: Ed25519PrivateKey  # the receipt key when the file was loaded
+    command: Ed25519PublicKey | None = None
+    path: Path | None = None  # the file it came from; receipt_key() reads it again
+    _latest: _ReceiptKeyCache = field(default_factory=_ReceiptKeyCache, compare=False, repr=False)
 
     def current(self) -> WarehouseGeneration:
         return self.generations[-1]
@@ -226,7 +191,29 @@ class WarehousePrivate:
             x25519=gen.x25519.public_key(),
             hybrid=gen.hybrid.public_key(),
             signing=self.signing.public_key(),
+            command=self.command,
         )
+
+    def receipt_key(self) -> Ed25519PrivateKey:
+        """The receipt key to sign with now: read again from ``path`` whenever the file
+        changed, so that a rotation reaches running workers without a restart. A file
+        that cannot be read keeps the last key (and says so in the log)."""
+        if self.path is None:
+            return self.signing
+        try:
+            st = self.path.stat()
+            ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if ident != self._latest.ident:
+                doc = json_doc(
+                    _read(self.path, "warehouse key", private=True), self.path, PRIVATE_FORMAT
+                )
+                raw = _unb64(required(doc, "signing", self.path), "signing", self.path, 32)
+                self._latest.key = Ed25519PrivateKey.from_private_bytes(raw)
+                self._latest.ident = ident
+        except (OSError, CryptoError) as exc:
+            reason = exc.message if isinstance(exc, CryptoError) else exc.strerror
+            log.error("warehouse key unreadable, signing with the last key read reason=%s", reason)
+        return self._latest.key or self.signing
 
 
 def _key_id(x25519_pub: bytes, mlkem_pub: bytes, hybrid_x25519_pub: bytes) -> str:
@@ -260,9 +247,13 @@ def _parse_generation(gen: Any, path: Path) -> tuple[WarehouseGeneration, dict[s
     return generation, public
 
 
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _new_generation(path: Path) -> dict[str, str]:
     gen = {
-        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _now(),
         "x25519": _b64(X25519PrivateKey.generate().private_bytes_raw()),
         "mlkem768": _b64(mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()),
         "x25519_hybrid": _b64(X25519PrivateKey.generate().private_bytes_raw()),
@@ -271,68 +262,84 @@ def _new_generation(path: Path) -> dict[str, str]:
     return gen
 
 
-def _dumps(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
-
-
 def _write_warehouse(private_path: Path, public_path: Path, doc: dict[str, Any]) -> None:
     public = _parse_generation(doc["generations"][-1], private_path)[1]
     signing = Ed25519PrivateKey.from_private_bytes(
         _unb64(doc["signing"], "signing", private_path, 32)
     )
     public["signing"] = _b64(signing.public_key().public_bytes_raw())
+    if doc.get("command") is not None:
+        public["command"] = _b64(_unb64(doc["command"], "command", private_path, 32))
     atomic_write(private_path, _dumps(doc), mode=0o600, what="a key file")
     atomic_write(public_path, _dumps(public), mode=0o644, what="a key file")
 
 
 def init_warehouse_keys(
-    private_path: Path, public_path: Path, *, force: bool = False
+    private_path: Path,
+    public_path: Path,
+    *,
+    force: bool = False,
+    command: Ed25519PublicKey | None = None,
 ) -> WarehousePublic:
-    _refuse_overwrite(private_path, force)
+    """New warehouse keys; ``command`` is the public half of the command key, if any."""
+    refuse_overwrite(private_path, force)
     signing = Ed25519PrivateKey.generate().private_bytes_raw()
     generations = [_new_generation(private_path)]
     doc = {"format": PRIVATE_FORMAT, "generations": generations, "signing": _b64(signing)}
+    if command is not None:
+        doc["command"] = _b64(command.public_bytes_raw())
     _write_warehouse(private_path, public_path, doc)
     return load_warehouse_public(public_path)
+
+
+def _change_warehouse(
+    private_path: Path, public_path: Path, change: Callable[[dict[str, Any]], None]
+) -> None:
+    """Rewrite both warehouse files after ``change`` edited the private document."""
+    load_warehouse_private(private_path)  # refuse to extend a damaged file
+    doc = json_doc(_read(private_path, "warehouse key", private=True), private_path, PRIVATE_FORMAT)
+    change(doc)
+    _write_warehouse(private_path, public_path, doc)
 
 
 def rotate_warehouse_keys(private_path: Path, public_path: Path) -> WarehousePublic:
     """Add a key generation; older ones stay so that older envelopes still open."""
-    load_warehouse_private(private_path)  # refuse to extend a damaged file
-    doc = _json_doc(
-        _read(private_path, "warehouse key", private=True), private_path, PRIVATE_FORMAT
-    )
-    doc["generations"].append(_new_generation(private_path))
-    _write_warehouse(private_path, public_path, doc)
+    new = _new_generation(private_path)
+    _change_warehouse(private_path, public_path, lambda doc: doc["generations"].append(new))
     return load_warehouse_public(public_path)
 
 
-def _json_doc(data: bytes, path: Path, fmt: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        doc = None
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise CryptoError(f"{path} is not a {fmt} file", "restore it from its backup")
-    return doc
+def rotate_receipt_key(private_path: Path, public_path: Path) -> WarehousePublic:
+    """A new receipt key generation replaces the current one, whose private key is
+    destroyed: from now on receipts are signed with the new key only."""
+    fresh = _b64(Ed25519PrivateKey.generate().private_bytes_raw())
+    _change_warehouse(private_path, public_path, lambda doc: doc.__setitem__("signing", fresh))
+    return load_warehouse_public(public_path)
 
 
-def _field(doc: dict[str, Any], name: str, path: Path) -> Any:
-    if name not in doc:
-        raise CryptoError(f"{path} lacks the field {name!r}", "restore it from its backup")
-    return doc[name]
+def pin_command_key(private_path: Path, public_path: Path, command: Ed25519PublicKey) -> None:
+    """Record the command key's public half in both warehouse files (devices get it with
+    their next copy of warehouse.pub)."""
+    raw = _b64(command.public_bytes_raw())
+    _change_warehouse(private_path, public_path, lambda doc: doc.__setitem__("command", raw))
+
+
+def _optional_key(doc: dict[str, Any], name: str, path: Path) -> Ed25519PublicKey | None:
+    if doc.get(name) is None:
+        return None
+    return Ed25519PublicKey.from_public_bytes(_unb64(doc[name], name, path, 32))
 
 
 def load_warehouse_public(path: Path) -> WarehousePublic:
-    doc = _json_doc(_read(path, "warehouse public key", private=False), path, PUBLIC_FORMAT)
-    hybrid = _field(doc, "mlkem768x25519", path)
+    doc = json_doc(_read(path, "warehouse public key", private=False), path, PUBLIC_FORMAT)
+    hybrid = required(doc, "mlkem768x25519", path)
     if not isinstance(hybrid, dict):
         hybrid = {}
-    x_raw = _unb64(_field(doc, "x25519", path), "x25519", path, 32)
+    x_raw = _unb64(required(doc, "x25519", path), "x25519", path, 32)
     m_raw = _unb64(hybrid.get("mlkem768"), "mlkem768x25519.mlkem768", path, 1184)
     hx_raw = _unb64(hybrid.get("x25519"), "mlkem768x25519.x25519", path, 32)
-    s_raw = _unb64(_field(doc, "signing", path), "signing", path, 32)
-    key_id = _field(doc, "key_id", path)
+    s_raw = _unb64(required(doc, "signing", path), "signing", path, 32)
+    key_id = required(doc, "key_id", path)
     if key_id != _key_id(x_raw, m_raw, hx_raw):
         raise CryptoError(
             f"{path}: key_id does not match the keys it carries",
@@ -347,16 +354,19 @@ def load_warehouse_public(path: Path) -> WarehousePublic:
         x25519=X25519PublicKey.from_public_bytes(x_raw),
         hybrid=MLKEM768X25519PublicKey(m_pub, X25519PublicKey.from_public_bytes(hx_raw)),
         signing=Ed25519PublicKey.from_public_bytes(s_raw),
+        command=_optional_key(doc, "command", path),
     )
 
 
 def load_warehouse_private(path: Path) -> WarehousePrivate:
-    doc = _json_doc(_read(path, "warehouse key", private=True), path, PRIVATE_FORMAT)
-    generations = _field(doc, "generations", path)
+    doc = json_doc(_read(path, "warehouse key", private=True), path, PRIVATE_FORMAT)
+    generations = required(doc, "generations", path)
     if not isinstance(generations, list) or not generations:
         raise CryptoError(f"{path} holds no key generation", "restore it from its backup")
-    signing = _unb64(_field(doc, "signing", path), "signing", path, 32)
+    signing = _unb64(required(doc, "signing", path), "signing", path, 32)
     return WarehousePrivate(
         generations=tuple(_parse_generation(g, path)[0] for g in generations),
         signing=Ed25519PrivateKey.from_private_bytes(signing),
+        command=_optional_key(doc, "command", path),
+        path=path,
     )

@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync.errors import ConfigError
+from sync.keyfiles import ed25519_kid
 
 ROOT = "sohoa/v1"
 PROTOCOL_VERSION = 1
@@ -73,6 +74,7 @@ def enrol_response_topic(device: str) -> str:
 INGEST_FILTER = f"{ROOT}/d/+/doc/#"
 FLEET_FILTERS = (f"{ROOT}/d/+/state", f"{ROOT}/d/+/health")
 ENROL_FILTER = f"{ROOT}/enroll/+/req"
+FLEET_ALERTS_TOPIC = f"{ROOT}/fleet/alerts"  # retained: the firing alerts, for any MQTT client
 ENROL_TOPIC = re.compile(rf"^{ROOT}/enroll/(?P<device>{_ID})/req$")
 
 
@@ -143,6 +145,20 @@ def load_json(payload: bytes) -> dict[str, Any]:
 # -- receipts ---------------------------------------------------------------
 
 RECEIPT_STATUSES = ("stored", "missing", "rejected")
+_KID = re.compile(r"[0-9a-f]{16}")
+
+
+@dataclass(frozen=True)
+class ReceiptKey:
+    """The public half of one generation of the warehouse's receipt key; receipts name
+    the generation that signed them by its ``kid``."""
+
+    kid: str
+    public: Ed25519PublicKey
+
+    @classmethod
+    def of(cls, public: Ed25519PublicKey) -> ReceiptKey:
+        return cls(ed25519_kid(public), public)
 
 
 @dataclass(frozen=True)
@@ -157,9 +173,10 @@ class Receipt:
     ts: str = ""
     sig: str = ""
     query: str | None = None  # the nonce of the query this answers; None when unasked
+    kid: str | None = None  # the receipt key that signed it; None from older warehouses
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "device": self.device,
             "doc": self.doc,
@@ -171,14 +188,19 @@ class Receipt:
             "ts": self.ts,
             "query": self.query,
         }
+        if self.kid is not None:  # signed with the rest; absent from receipts before kids
+            body["kid"] = self.kid
+        return body
 
     def to_bytes(self) -> bytes:
         return canonical({**self.body(), "sig": self.sig})
 
 
 def sign_receipt(receipt: Receipt, key: Ed25519PrivateKey) -> Receipt:
-    sig = base64.b64encode(key.sign(canonical(receipt.body()))).decode()
-    return Receipt(**{**_fields(receipt), "sig": sig})
+    """``receipt`` signed by ``key``, naming the key's ``kid``."""
+    named = Receipt(**{**_fields(receipt), "kid": ed25519_kid(key.public_key())})
+    sig = base64.b64encode(key.sign(canonical(named.body()))).decode()
+    return Receipt(**{**_fields(named), "sig": sig})
 
 
 def _fields(r: Receipt) -> dict[str, Any]:
@@ -205,13 +227,22 @@ def parse_receipt(payload: bytes) -> Receipt:
             ts=str(obj.get("ts", "")),
             sig=str(obj["sig"]),
             query=_nonce(obj.get("query")),
+            kid=_kid(obj.get("kid")),
         )
     except KeyError as exc:
         raise ProtocolError(f"receipt lacks field {exc.args[0]!r}") from None
 
 
+def _kid(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _KID.fullmatch(value):
+        raise ProtocolError("receipt kid is not 16 lowercase hex digits")
+    return value
+
+
 def verify_receipt(receipt: Receipt, key: Ed25519PublicKey) -> bool:
-    """True only if the receipt was signed by the pinned warehouse key."""
+    """True only if the receipt was signed by ``key``."""
     try:
         key.verify(base64.b64decode(receipt.sig, validate=True), canonical(receipt.body()))
     except (InvalidSignature, ValueError):

@@ -18,6 +18,7 @@ from sync.spool.status import ScannerStatus
 class LinkState:
     rtt_ms: float | None = None
     modem_signal_dbm: int | None = None
+    rate_bps: float | None = None  # the uploader's measured goodput
 
 
 def build_health(
@@ -35,6 +36,8 @@ def build_health(
     clock_synced: bool | None,
     cert_expiry: str | None,
     recent_errors: Sequence[str],
+    receipt_keys: Sequence[str] = (),
+    disk_total_bytes: int | None = None,
 ) -> dict[str, Any]:
     return {
         "device": device,
@@ -51,9 +54,16 @@ def build_health(
         },
         "capture": dict(capture),
         "disk_free_bytes": disk_free_bytes,
+        "disk_total_bytes": disk_total_bytes,
         "cpu_temp_c": cpu_temp_c,
-        "link": {"rtt_ms": link.rtt_ms, "modem_signal_dbm": link.modem_signal_dbm},
+        "link": {
+            "rtt_ms": link.rtt_ms,
+            "modem_signal_dbm": link.modem_signal_dbm,
+            "rate_bps": None if link.rate_bps is None else round(link.rate_bps),
+        },
         "clock_synced": clock_synced,
         "cert_expiry": cert_expiry,
         "recent_errors": list(recent_errors)[-10:],
+        # the kids of the receipt keys the device accepts: shows who applied a rotation
+        "receipt_keys": list(receipt_keys),
     }

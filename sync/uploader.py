@@ -1,11 +1,17 @@
 """Store-and-forward upload of sealed envelopes from the spool.
 
 A document moves to ``stored`` only on a warehouse receipt that verifies
-against the pinned warehouse key; a broker PUBACK is not a delivery. After any
-reconnect the uploader asks the warehouse what it holds (``q``) and sends only
-the missing segments; each query carries a nonce that the answer echoes, so a
-"missing" list queued in the broker from before the reconnect is ignored. A new
-document goes out without a query: the warehouse answers once it has it all.
+against a receipt key the device accepts (``sync.receipt_keys``: the key of the
+pinned warehouse.pub, or the set a signed rotation command put in its place); a
+broker PUBACK is not a delivery. Commands arrive on the same link and go to the
+``on_command`` handler in the order they came, so a rotation applies before the
+receipts that follow it.
+
+After any reconnect the uploader asks the warehouse what it holds (``q``) and
+sends only the missing segments; each query carries a nonce that the answer
+echoes, so a "missing" list queued in the broker from before the reconnect is
+ignored. A new document goes out without a query: the warehouse answers once it
+has it all.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ from sync.protocol import (
     ProtocolError,
     Query,
     Receipt,
+    command_topic,
     manifest_topic,
     parse_receipt,
     query_topic,
     receipt_topic,
     segment_topic,
-    verify_receipt,
 )
+from sync.receipt_keys import ReceiptKeys, ReceiptVerifier
 from sync.spool.schema import SpoolDoc
 from sync.spool.store import Spool
 
@@ -93,15 +100,23 @@ class Uploader:
         link: Link,
         spool: Spool,
         settings: UploadSettings,
-        warehouse_signing: Ed25519PublicKey,
+        receipt_keys: Ed25519PublicKey | ReceiptVerifier,
         *,
+        on_command: Callable[[bytes], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat: Callable[[], object] = lambda: None,
     ) -> None:
         self.link = link
         self.spool = spool
         self.s = settings
-        self.key = warehouse_signing
+        self.keys: ReceiptVerifier = (
+            ReceiptKeys.single(receipt_keys)
+            if isinstance(receipt_keys, Ed25519PublicKey)
+            else receipt_keys
+        )
+        self.on_command = on_command
         self.clock = clock
+        self.heartbeat = heartbeat  # called while it works (systemd's watchdog)
         self.bucket = TokenBucket(settings.bandwidth_kbps)
         self.stats = UploadStats()
         self._receipts: dict[str, Receipt] = {}
@@ -109,7 +124,13 @@ class Uploader:
         self._asked: dict[str, str] = {}  # doc -> nonce of the last query
 
     def start(self) -> None:
+        if self.on_command is not None:  # first, so that a retained rotation comes first
+            self.link.subscribe(command_topic(self.s.device_id), qos=1)
         self.link.subscribe(receipt_topic(self.s.device_id), qos=1)
+
+    def poll(self, timeout_s: float) -> None:
+        """Handle what arrived (commands, receipts) while there is nothing to upload."""
+        self._pump(timeout_s)
 
     # -- receipts --------------------------------------------------------------
 
@@ -125,6 +146,9 @@ class Uploader:
             msg = self.link.get(0)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == command_topic(self.s.device_id) and self.on_command is not None:
+            self.on_command(payload)
+            return
         if topic != receipt_topic(self.s.device_id):
             return
         try:
@@ -133,11 +157,9 @@ class Uploader:
             self.stats.bad_messages += 1
             log.warning("malformed receipt ignored reason=%s", exc)
             return
-        if r.device != self.s.device_id or not verify_receipt(r, self.key):
-            log.error(
-                "receipt that does not verify against the pinned warehouse key ignored doc=%s",
-                r.doc,
-            )
+        refusal = "names another device" if r.device != self.s.device_id else self.keys.refusal(r)
+        if refusal is not None:
+            log.error("receipt refused doc=%s status=%s reason=%s", r.doc, r.status, refusal)
             return
         if r.status == "missing" and r.query is not None and r.query != self._asked.get(r.doc):
             return  # the answer to an older query, queued while this device was away
@@ -212,6 +234,7 @@ class Uploader:
             self._send_segments(doc, header, range(header.segments))
         self._settle(manifest)
         for _attempt in range(1000):
+            self.heartbeat()
             if self.clock() >= deadline:
                 return "pending"
             if ask:
@@ -259,6 +282,7 @@ class Uploader:
         Returns (pending left, rejected)."""
         rejected: set[str] = set()
         while self.clock() < deadline:
+            self.heartbeat()
             todo = [d for d in self.spool.pending() if d.doc_id not in rejected]
             if not todo:
                 break

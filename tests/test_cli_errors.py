@@ -3,6 +3,7 @@ and the documented exit code."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -115,3 +116,27 @@ def test_sohoa_home_overrides_config_home(site: Site, tmp_path: Path) -> None:
         [*SOHOA, "keys", "init"], capture_output=True, text=True, env=env, timeout=60
     )
     assert again.returncode != 0 and "--force" in one_line(again)
+
+
+def test_a_dossier_code_travels_on_stdin_never_on_the_command_line(
+    site: Site, tmp_path: Path
+) -> None:
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    make_page(["TRANG MỘT"], seed=1).save(pages / "p0.png", dpi=(300, 300))
+    code = "000.00.20.H56-230512-0003"
+
+    refused = site.run("scan", "--from", str(pages), "--dossier", code)
+    env = {**os.environ, "SOHOA_CONFIG": str(site.device_toml)}
+    piped = subprocess.run(
+        [*SOHOA, "scan", "--from", str(pages), "--dossier-stdin", "--json"],
+        input=code + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+    assert "visible to every process" in one_line(refused) and "--dossier-stdin" in refused.stderr
+    assert piped.returncode == 0, piped.stderr
+    assert [d["dossier_code"] for d in json.loads(piped.stdout)["documents"]] == [code]

@@ -161,6 +161,16 @@ BAD = [
         "[sync] modem_port = 'ttyUSB2' is not a device path",
         "/dev/",
     ),
+    ("ui", "listen", "8080", "[ui] listen = '8080' is not host:port", "0.0.0.0:8080"),
+    ("ui", "keep_minutes", 0, "[ui] keep_minutes = 0 is out of range", "1 to 1440"),
+    ("ui", "review", "yes", "[ui] review = 'yes' is not true or false", "true"),
+    ("ui", "tls_cert", 1, "[ui] tls_cert = 1 is not a string", "quotes"),
+    ("ui", "tls_key", [], "[ui] tls_key = [] is not a string", "quotes"),
+    ("fleet", "listen", "x:y", "[fleet] listen = 'x:y' is not host:port", "e.g."),
+    ("fleet", "register", 3, "[fleet] register = 3 is not a string", "quotes"),
+    ("fleet", "cert", 3, "[fleet] cert = 3 is not a string", "quotes"),
+    ("fleet", "key", 3, "[fleet] key = 3 is not a string", "quotes"),
+    ("fleet", "offline_alert_s", 1, "[fleet] offline_alert_s = 1 is out of range", "10 to"),
 ]
 
 # values at the edge of what is allowed, which small sites and the tests need

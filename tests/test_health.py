@@ -92,8 +92,12 @@ def test_a_jam_at_the_counter_reaches_the_retained_health(
         "last_error": "paper jam after 3 pages (test:0) — " + scanner_hint(health),
         "last_error_at": health["scanner"]["last_error_at"],  # type: ignore[index]
         "jams": 1,
+        "last_ok_at": health["scanner"]["last_ok_at"],  # type: ignore[index]
+        "state": "jam",  # what the counter page and the fleet show
     }
     assert health["capture"]["pages_today"] == 3  # type: ignore[index]
+    assert health["capture"]["pages_total"] == 3  # type: ignore[index]
+    assert health["disk_total_bytes"] >= health["disk_free_bytes"] > 0  # type: ignore[operator]
     assert health["capture"]["last_batch"] is not None  # type: ignore[index]
     assert health["link"]["modem_signal_dbm"] == -73  # type: ignore[index]
 

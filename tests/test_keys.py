@@ -226,6 +226,7 @@ BAD_WAREHOUSE_PUBLIC: list[tuple[str, Callable[[Path], Path], str]] = [
     ("not json", lambda p: write_file(p, b"{nope", 0o644), r"is not a sohoa-warehouse-pub/1 file"),
     ("private file", lambda p: p.with_name("w.key"), r"is not a sohoa-warehouse-pub/1 file"),
     ("no signing key", lambda p: edit_json(p, lambda d: d.pop("signing")), r"lacks .*'signing'"),
+    ("bad command key", lambda p: edit_json(p, _set("command", "AAAA")), r"command .* not a valid"),
     ("short x25519", lambda p: edit_json(p, _set("x25519", "AAAA")), r"x25519 .* not a valid key"),
     ("not base64", lambda p: edit_json(p, _set("x25519", "!!")), r"x25519 .* not a valid key"),
     (
@@ -278,6 +279,7 @@ BAD_WAREHOUSE_PRIVATE: list[tuple[str, Callable[[Path], Path], str]] = [
         r"mlkem768 .* not a valid key \(64 bytes",
     ),
     ("bad signing", lambda p: edit_json(p, _set("signing", 5)), r"signing .* not a valid key"),
+    ("bad command key", lambda p: edit_json(p, _set("command", 5)), r"command .* not a valid key"),
 ]
 
 

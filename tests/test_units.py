@@ -10,7 +10,7 @@ import pytest
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 # the long-running services, each running sohoa from the installed venv
-SERVICES = [SYSTEMD / f"sohoa-{name}.service" for name in ("agent", "sync", "warehouse")]
+SERVICES = [SYSTEMD / f"sohoa-{name}.service" for name in ("agent", "sync", "warehouse", "fleet")]
 # the oneshot that sohoa-broker-reload.path starts: `systemctl reload-or-restart mosquitto`
 RELOAD = SYSTEMD / "sohoa-broker-reload.service"
 MAX_EXPOSURE = 2.0

@@ -33,8 +33,8 @@ from sync.protocol import (
     verify_receipt,
 )
 from sync.warehouse.index import SqliteIndex
-from sync.warehouse.ingest import MAX_BAD_BODIES, Ingest, IngestSettings
-from sync.warehouse.staging import StagingLimits
+from sync.warehouse.ingest import Ingest, IngestSettings
+from sync.warehouse.staging import MAX_BAD_BODIES, StagingLimits
 from tests.support.sync import seal
 
 DEVICE = "dev-wh-01"

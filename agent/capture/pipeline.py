@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from agent.capture.codes import Signal, interpret
+from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges, thumbnail_jpeg
 from agent.capture.pages import PageCheck, prepare_page
 from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
 from agent.capture.results import CaptureResult, DocumentResult
+from agent.capture.review import EditError, apply_edit
 from agent.capture.scratch import Scratch
 from agent.capture.sealing import PageRecord, SealSettings, pack_page, seal_document
 from agent.capture.split import BatchPlan, DocumentPlan, PageFacts, split_batch
 from agent.config import CaptureConfig
+from agent.errors import FAILURES
 from device.barcodes import BarcodeReader
 from device.errors import InputError, PaperJamError, ScannerError
 from device.scanner import PageSource, ScannedPage
@@ -96,7 +99,8 @@ def _read_pages(
             batch.stop("interrupted", "interrupted", exc.line().removeprefix("error: "))
             return
         if scanner and page.index == 0:
-            spool.record_scanner(scanner_seen(spool.scanner_status(), model=str(scanner)))
+            seen = scanner_seen(spool.scanner_status(), model=str(scanner), at=_now(clock))
+            spool.record_scanner(seen)
         yield page
 
 
@@ -121,12 +125,25 @@ def _stash(scratch: Scratch, encoded: EncodedPage) -> tuple[int, int]:
         ) from exc
 
 
+def _tell_page(
+    events: CaptureEvents, batch: _Batch, image: Any, flags: tuple[str, ...] = ()
+) -> None:
+    """The page just taken, to whoever watches (the counter page): thumbnail and badges."""
+    facts, record = batch.facts[-1], batch.records[-1]
+    thumb = thumbnail_jpeg(image) if events.wants_thumbnails else None
+    badges = page_badges(
+        facts.signals, blank=facts.blank, flags=flags, refused=record.handle is None
+    )
+    events.page_taken(batch.batch_id, facts.index, thumb, badges)
+
+
 def _take_page(
     page: ScannedPage,
     batch: _Batch,
     reader: BarcodeReader,
     capture: CaptureConfig,
     scratch: Scratch,
+    events: CaptureEvents = NO_EVENTS,
 ) -> None:
     """Barcodes, checks and encoding for one page; only its facts stay in memory."""
     index = len(batch.records)
@@ -149,6 +166,7 @@ def _take_page(
         batch.records.append(PageRecord(None, "", {"rejected": True}))
         # not blank: it is no page of any document (see below), and no "blank kept" warning
         batch.facts.append(PageFacts(index=index, signals=signals, blank=False))
+        _tell_page(events, batch, page.image)
         return
     encoded = _encode(page, image, check, capture.profile)
     checks = {
@@ -160,6 +178,17 @@ def _take_page(
         PageRecord(_stash(scratch, encoded), hashlib.sha256(encoded.data).hexdigest(), checks)
     )
     batch.facts.append(PageFacts(index=index, signals=signals, blank=check.blank))
+    _tell_page(events, batch, image, tuple(check.flags))
+
+
+def reviewed(plan: BatchPlan, batch_id: str, events: CaptureEvents) -> BatchPlan:
+    """The plan after the officer's corrections (review mode); unchanged otherwise."""
+    while (edit := events.review(batch_id, plan)).action != "confirm":
+        try:
+            plan = apply_edit(plan, edit)
+        except EditError as exc:
+            log.warning("correction refused batch=%s reason=%s", batch_id, exc)
+    return plan
 
 
 def with_preset_dossier(facts: list[PageFacts], dossier: str | None) -> list[PageFacts]:
@@ -259,15 +288,39 @@ def capture_batch(
     seal: SealSettings,
     preset_dossier: str | None = None,
     clock: Callable[[], float] = time.time,
+    events: CaptureEvents = NO_EVENTS,
 ) -> CaptureResult:
     """Run one feeder batch to sealed, queued envelopes and say what happened."""
     spool.check_space()
     batch = _Batch(new_id("b", clock))
+    try:
+        result = _capture(
+            source, batch, spool, reader, capture, seal, preset_dossier, clock, events
+        )
+    except FAILURES as exc:
+        events.batch_failed(batch.batch_id, exc.line().removeprefix("error: "))
+        raise
+    events.batch_ended(batch.batch_id, result)
+    return result
+
+
+def _capture(
+    source: PageSource,
+    batch: _Batch,
+    spool: Spool,
+    reader: BarcodeReader,
+    capture: CaptureConfig,
+    seal: SealSettings,
+    preset_dossier: str | None,
+    clock: Callable[[], float],
+    events: CaptureEvents,
+) -> CaptureResult:
     spool.begin_batch(batch.batch_id)
+    events.batch_started(batch.batch_id, str(getattr(source, "device_name", "") or "folder"))
     scratch = Scratch(spool.tmp_dir / f"batch-{batch.batch_id}.scratch")
     try:
         for page in _read_pages(source, batch, spool, clock):
-            _take_page(page, batch, reader, capture, scratch)
+            _take_page(page, batch, reader, capture, scratch, events)
             del page
         facts = with_preset_dossier(batch.facts, preset_dossier)
         plan = split_batch(facts, drop_blank=capture.drop_blank)
@@ -275,7 +328,8 @@ def capture_batch(
         batch.flags.extend(plan.flags)
         page_sha256 = [r.sha256 for r in batch.records]
         spool.record_batch_pages(batch.batch_id, page_sha256, list(plan.separators))
-        documents = kept_documents(plan, batch.records)
+        kept = replace(plan, documents=tuple(kept_documents(plan, batch.records)))
+        documents = list(reviewed(kept, batch.batch_id, events).documents) if batch.records else []
         results = _seal_all(documents, batch, scratch, spool, seal, capture.profile, clock)
         spool.end_batch(
             batch.batch_id,

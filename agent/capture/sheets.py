@@ -124,3 +124,45 @@ def write_sheets_pdf(sheets: Sequence[Image.Image], out: BinaryIO, dpi: int = 30
         raise CodeError("no sheets to write", "ask for at least one sheet")
     pages = [sheet.convert("1", dither=Image.Dither.NONE) for sheet in sheets]
     pages[0].save(out, format="PDF", save_all=True, append_images=pages[1:], resolution=dpi)
+
+
+MAX_COPIES = 50
+
+
+def build_sheet(kind: str, fields: dict[str, object]) -> tuple[str, Image.Image]:
+    """The text and the page of one sheet of ``kind`` (SEP, DOC, DOSSIER) with its fields
+    (``type``, ``pages``, ``year``; ``dossier``, ``tthc``, ``documents``)."""
+    kind = kind.upper()
+    if kind == "DOC":
+        values = {"T": fields.get("type"), "P": fields.get("pages"), "Y": fields.get("year")}
+        title, sub = "TÀI LIỆU TIẾP THEO", [f"Loại: {fields.get('type')}"]
+    elif kind == "DOSSIER":
+        values = {
+            "H": fields.get("dossier"),
+            "TT": fields.get("tthc"),
+            "N": fields.get("documents"),
+        }
+        title = "HỒ SƠ"
+        sub = [f"Mã hồ sơ: {fields.get('dossier')}", f"Thủ tục: {fields.get('tthc') or '-'}"]
+    elif kind == "SEP":
+        values, title, sub = {}, "TRANG PHÂN CÁCH", ["Separator sheet"]
+    else:
+        raise CodeError(f"unknown sheet kind {kind[:10]!r}", "use SEP, DOC or DOSSIER")
+    text = cover_sheet_text(kind, **{k: v for k, v in values.items() if v not in (None, "")})
+    return text, render_sheet(text, title, sub)
+
+
+def sheet_pdf(request: dict[str, object]) -> bytes:
+    """The PDF the counter page asks for: ``{"kind", "copies", ...fields}``."""
+    import io
+
+    try:
+        copies = int(str(request.get("copies", 1)))
+    except ValueError:
+        copies = 0
+    if not 1 <= copies <= MAX_COPIES:
+        raise CodeError("the number of copies is out of range", f"ask for 1 to {MAX_COPIES}")
+    _text, page = build_sheet(str(request.get("kind", "")), request)
+    out = io.BytesIO()
+    write_sheets_pdf([page] * copies, out)
+    return out.getvalue()

@@ -6,8 +6,10 @@ batch through ``Capture``, so the wiring is written once.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import TracebackType
 
+from agent.capture.events import NO_EVENTS, CaptureEvents
 from agent.capture.pipeline import CaptureResult, SealSettings, capture_batch
 from agent.config import CaptureConfig, Config
 from agent.wiring import open_spool
@@ -50,6 +52,7 @@ class Capture:
         self.seal = seal
         self.capture = capture
         self.reader: BarcodeReader = reader or ZbarReader()
+        self.events: CaptureEvents = NO_EVENTS  # the counter page, when it is on
 
     @classmethod
     def from_config(cls, cfg: Config, *, spool: Spool | None = None) -> Capture:
@@ -58,14 +61,17 @@ class Capture:
         seal = seal_settings(cfg)
         return cls(spool or open_spool(cfg), seal, cfg.capture)
 
-    def run(self, source: PageSource, *, preset_dossier: str | None = None) -> CaptureResult:
+    def run(
+        self, source: PageSource, *, preset_dossier: str | None = None, profile: str | None = None
+    ) -> CaptureResult:
         return capture_batch(
             source,
             spool=self.spool,
             reader=self.reader,
-            capture=self.capture,
+            capture=replace(self.capture, profile=profile) if profile else self.capture,
             seal=self.seal,
             preset_dossier=preset_dossier,
+            events=self.events,
         )
 
     def close(self) -> None:

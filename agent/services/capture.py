@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.capture.codes import parse_dossier_code, parse_lookup_url
+from agent.capture.events import NO_EVENTS, CaptureEvents
 from agent.capture.pipeline import CaptureResult, record_scanner_failure
 from agent.capture.wiring import Capture, scan_settings, seal_settings
 from agent.config import Config
@@ -101,17 +103,45 @@ def _reader_loop(port: str, preset: PresetDossier, stop: threading.Event) -> Non
 
 @dataclass
 class _Service:
-    """The capture service's shared parts: configuration, preset dossier, stop flag."""
+    """The capture service's shared parts: configuration, preset dossier, stop flag, and
+    what the counter page asks for (``Actions``: a batch from the scanner, a dossier)."""
 
     cfg: Config
     stop: threading.Event
     on_batch: Callable[[CaptureResult], None]
     preset: PresetDossier = field(default_factory=PresetDossier)
+    events: CaptureEvents = NO_EVENTS
+    device: str | None = None
+    wake: threading.Event = field(default_factory=threading.Event)  # stop, or a request
+    requests: queue.Queue[str] = field(default_factory=queue.Queue)
 
-    def batch(self, capture: Capture, source: PageSource) -> CaptureResult | None:
-        """One batch; a failing batch is logged and the service carries on."""
+    def start_batch(self, profile: str | None) -> str | None:
+        if not self.device:
+            return "Thiết bị này không có máy quét / no scanner on this device (hot folder only)"
+        self.requests.put(profile or "")
+        self.wake.set()
+        return None
+
+    def preset_dossier(self, code: str) -> str | None:
+        dossier = dossier_from_reader(code)
+        if dossier is None:
+            return "Mã hồ sơ không hợp lệ / not a valid dossier code"
+        self.preset.set(dossier)
+        return None
+
+    def _requested(self) -> str | None:
         try:
-            result = capture.run(source, preset_dossier=self.preset.take())
+            return self.requests.get_nowait()
+        except queue.Empty:
+            return None
+
+    def batch(
+        self, capture: Capture, source: PageSource, profile: str | None = None
+    ) -> CaptureResult | None:
+        """One batch; a failing batch is logged and the service carries on."""
+        capture.events = self.events
+        try:
+            result = capture.run(source, preset_dossier=self.preset.take(), profile=profile)
         except SpoolError:
             raise
         except FAILURES as exc:
@@ -145,15 +175,19 @@ class _Service:
         settings = scan_settings(self.cfg)
         with Capture.from_config(self.cfg) as capture:
             while not self.stop.is_set():
-                try:
-                    pressed = wait_for_button(name, stop=self.stop)
-                except ScannerError as exc:
-                    log.warning("scanner unavailable reason=%s", exc.message)
-                    record_scanner_failure(capture.spool, exc)
-                    self.stop.wait(SCANNER_RETRY_S)
-                    continue
-                if pressed:
-                    self.batch(capture, SaneScanner(name, settings))
+                requested = self._requested()
+                if requested is None:
+                    self.wake.clear()
+                    try:  # the button, or the page's "start a batch" (it sets wake)
+                        pressed = wait_for_button(name, stop=self.wake)
+                    except ScannerError as exc:
+                        log.warning("scanner unavailable reason=%s", exc.message)
+                        record_scanner_failure(capture.spool, exc)
+                        self.wake.wait(SCANNER_RETRY_S)
+                        continue
+                    requested = self._requested() if not pressed else ""
+                if requested is not None and not self.stop.is_set():
+                    self.batch(capture, SaneScanner(name, settings), requested or None)
 
 
 def _start(target: Callable[[], None], failures: list[Failure]) -> threading.Thread:
@@ -181,7 +215,16 @@ def run_agent(
     """Capture batches until ``stop`` is set. With nothing to capture from, it says
     which settings to fill and waits (under systemd a crash loop would help nobody)."""
     seal_settings(cfg)  # a missing or wrong key is reported before the service says READY
-    service = _Service(cfg, stop, on_batch)
+    service = _Service(cfg, stop, on_batch, device=device)
+    page = None
+    if cfg.ui.listen:  # the page's libraries load only when it is on
+        from agent.counter.state import CounterState
+        from agent.counter.wiring import start_counter
+
+        state = CounterState(keep_minutes=cfg.ui.keep_minutes, review_mode=cfg.ui.review)
+        page = start_counter(cfg, service, state)
+        if page is not None:
+            service.events = state
     if reader_port:
         threading.Thread(
             target=_reader_loop, args=(reader_port, service.preset, stop), daemon=True
@@ -205,7 +248,10 @@ def run_agent(
         notify("WATCHDOG=1")
         stop.wait(WATCHDOG_S)
     stop.set()
+    service.wake.set()
     for w in workers:
         w.join(10)
+    if page is not None:
+        page.stop()
     if failures:
         raise failures[0]

@@ -3,12 +3,17 @@
 Reconnection is the outer loop, with exponential back-off and jitter; inside,
 one connection at a time: birth, health, then the uploader drains the spool
 until the link drops, the deadline passes or (``once``) nothing is pending.
+The uploader also takes the warehouse's signed commands off the device's
+``cmd`` topic (a receipt-key rotation arrives retained on reconnect) and hands
+them to ``DeviceCommands``, also while the spool is empty; health names the
+receipt keys the device accepts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -22,17 +27,19 @@ from agent.enrol_online import renew_if_due
 from agent.health import health_payload, now_iso
 from agent.wiring import broker_config, open_spool, reconnect_delays
 from sync import __version__
-from sync.errors import BrokerError, IncompleteError
-from sync.keys import WarehousePublic, load_warehouse_public
+from sync.errors import BrokerError, IncompleteError, SohoaError
+from sync.keys import load_warehouse_public
 from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings, Message
 from sync.protocol import Birth, health_topic, state_topic
+from sync.receipt_keys import DeviceCommands, command_state_path
 from sync.spool.store import Spool
 from sync.uploader import Uploader, UploadSettings
 
 log = logging.getLogger("sohoa.sync")
 
 IDLE_POLL_S = 2.0
+IDLE_SLICE_S = 60.0  # a long health interval must not starve the watchdog while idle
 RENEWAL_CHECK_S = 3600.0  # how often the certificate's age is looked at
 
 
@@ -87,7 +94,7 @@ class _SyncRun:
 
     cfg: Config
     spool: Spool
-    warehouse: WarehousePublic
+    commands: DeviceCommands
     once: bool
     deadline: float
     stop: threading.Event
@@ -95,6 +102,7 @@ class _SyncRun:
     started: float = field(default_factory=time.monotonic)
     tally: _Tally = field(default_factory=_Tally)
     renewal_checked: float = float("-inf")
+    last_rate: float | None = None
 
     def maybe_renew(self) -> None:
         """Renew the broker certificate at two thirds of its life (also once it expired:
@@ -106,19 +114,45 @@ class _SyncRun:
             self.renewal_checked = float("-inf")  # look again once the new one is in use
 
     def _health(self, rtt_ms: float | None) -> bytes:
-        return health_payload(self.cfg, self.spool, self.started, rtt_ms, list(self.tally.errors))
+        kids = self.commands.receipt_keys.kids()
+        errors = list(self.tally.errors)
+        return health_payload(
+            self.cfg, self.spool, self.started, rtt_ms, errors, kids, rate_bps=self.last_rate
+        )
 
     def _uploader(self, link: Link) -> Uploader:
         s = self.cfg.sync
         settings = UploadSettings(
             self.cfg.device.id, s.window, s.receipt_timeout_s, s.bandwidth_kbps
         )
-        return Uploader(link, self.spool, settings, self.warehouse.signing)
+        return Uploader(
+            link,
+            self.spool,
+            settings,
+            self.commands,
+            on_command=self.commands.apply,
+            clock=self._clock,
+            heartbeat=lambda: self.notify("WATCHDOG=1"),
+        )
+
+    def _clock(self) -> float:
+        """The uploader's clock: past every deadline once ``stop`` is set (SIGTERM), so a
+        service asked to stop does so within a moment, whatever it was waiting for."""
+        return float("inf") if self.stop.is_set() else time.monotonic()
+
+    def note_link(self, *, up: bool, rate_bps: float | None = None) -> None:
+        """The link's state for the counter page (another process), in the spool."""
+        if up and rate_bps is not None:
+            self.last_rate = rate_bps
+        link = {"up": up, "at": now_iso(), "rate_bps": self.last_rate if up else None}
+        with contextlib.suppress(SohoaError):
+            self.spool.set_meta("link", json.dumps(link))
 
     def connect(self, link: Link) -> float:
         """Connect, announce birth and health without waiting; the connect time in ms."""
         t0 = time.monotonic()
         link.connect()
+        self.note_link(up=True)
         rtt = (time.monotonic() - t0) * 1000
         device = self.cfg.device.id
         link.publish_nowait(state_topic(device), birth(device, True), retain=True)
@@ -131,8 +165,14 @@ class _SyncRun:
         up.start()
         interval = self.cfg.sync.health_interval_s
         last_health = time.monotonic()
+        sent_at, sent = time.monotonic(), up.stats.bytes_sent
         while not self.stop.is_set() and time.monotonic() < self.deadline:
-            left, rej = up.drain(min(self.deadline, time.monotonic() + interval))
+            # the uploader feeds the watchdog while it works; this loop between drains
+            left, rej = up.drain(min(self.deadline, time.monotonic() + min(interval, IDLE_SLICE_S)))
+            elapsed = time.monotonic() - sent_at
+            if elapsed >= 5 and up.stats.bytes_sent > sent:
+                self.note_link(up=True, rate_bps=(up.stats.bytes_sent - sent) * 8 / elapsed)
+                sent_at, sent = time.monotonic(), up.stats.bytes_sent
             self.tally.stored += up.stats.stored
             self.tally.rejected = rej
             up.stats.stored = 0
@@ -146,6 +186,7 @@ class _SyncRun:
                 return True
             self.notify("WATCHDOG=1")
             if left == 0:
+                up.poll(0)  # commands that came while there was nothing to upload
                 self.stop.wait(IDLE_POLL_S)
                 self.spool.purge_expired(self.cfg.spool.retention_days * 86400)
         return False
@@ -161,14 +202,19 @@ def run_sync(
 ) -> SyncOutcome:
     """Upload the spool. ``once``: drain and return; else run until ``stop``."""
     stop = stop or threading.Event()
-    warehouse = load_warehouse_public(cfg.path(cfg.warehouse.public_key))
+    pinned = cfg.path(cfg.warehouse.public_key)
+    commands = DeviceCommands(
+        cfg.device.id, load_warehouse_public(pinned), command_state_path(pinned)
+    )
     deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
     renewal.complete(cfg)  # a renewal that a power cut interrupted
     with open_spool(cfg) as spool:
         spool.recover()
-        run = _SyncRun(cfg, spool, warehouse, once, deadline, stop, notify or (lambda _s: None))
+        run = _SyncRun(cfg, spool, commands, once, deadline, stop, notify or (lambda _s: None))
+        run.notify("READY=1")  # keys and spool are sound; being offline is normal
         delays = reconnect_delays()
         while not stop.is_set() and time.monotonic() < deadline:
+            run.notify("WATCHDOG=1")  # also between attempts while the broker is unreachable
             run.maybe_renew()
             link = device_link(cfg)
             try:
@@ -178,6 +224,7 @@ def run_sync(
                     return run.tally.outcome(0)
             except BrokerError as exc:
                 run.tally.errors.append(exc.message)
+                run.note_link(up=False)
                 log.warning("link down reason=%s", exc.message)
                 stop.wait(min(next(delays), max(0.0, deadline - time.monotonic())))
             finally:

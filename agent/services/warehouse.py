@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 
 from agent.config import Config
@@ -26,6 +26,7 @@ from sync.keys import load_warehouse_private
 from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings, Message, shared_subscription
 from sync.protocol import ENROL_FILTER, INGEST_FILTER, parse_enrol_topic
+from sync.warehouse.archive import sweep_partial
 from sync.warehouse.index import DocumentIndex, open_index
 from sync.warehouse.ingest import Ingest, IngestSettings
 from sync.warehouse.staging import StagingLimits
@@ -91,7 +92,7 @@ def _serve_link(
     """Handle messages on one connection until it drops or ``stop`` is set; between
     messages, ``ingest.tick`` stages segments that waited for their manifest."""
     while not stop.is_set():
-        msg = link.get(0.5)
+        msg = link.get(0.02 if len(ingest.parked) else 0.5)  # parked: its manifest is near
         _publish(link, ingest.tick())
         if msg is None:
             if not link.connected:
@@ -123,13 +124,21 @@ def serve_warehouse(
     stop = stop or threading.Event()
     stats = stats or WorkerStats()
     ingest, index = ingest_from_config(cfg)
+    swept = sweep_partial(ingest.s.archive, ingest.staging)
+    if swept:
+        log.warning("removed %d decrypted copies left by a killed writer", swept)
     handle = route(ingest, EnrolDesk(cfg))
     broker = broker_config(cfg)
     delays = reconnect_delays()
     try:
         while not stop.is_set():
             link = Link(
-                LinkSettings.from_config(broker, f"sohoa-warehouse-{worker}", clean_start=False)
+                # no lasting session: mosquitto keeps a gone worker's share of a shared
+                # subscription queued for it; devices ask again for whatever was in flight
+                replace(
+                    LinkSettings.from_config(broker, f"sohoa-warehouse-{worker}", clean_start=True),
+                    session_expiry_s=0,
+                )
             )
             try:
                 link.connect()

@@ -33,10 +33,13 @@ def batch_stats(conn: sqlite3.Connection, since: float) -> dict[str, Any]:
         " max(ended_at) FROM batches WHERE started_at >= ?",
         (since,),
     ).fetchone()
-    last = conn.execute("SELECT max(ended_at) FROM batches").fetchone()[0]
+    last, total = conn.execute(
+        "SELECT max(ended_at), coalesce(sum(pages_in),0) FROM batches"
+    ).fetchone()
     pages = int(row[0])
     return {
         "pages_today": pages,
+        "pages_total": int(total),  # since install (batches are kept)
         "blank_rate": round(row[1] / pages, 3) if pages else None,
         "barcode_read_rate": round(row[2] / pages, 3) if pages else None,
         "last_batch": iso(last) if last else None,

@@ -20,12 +20,33 @@ class ScannerStatus:
     last_error: str | None = None
     last_error_at: str | None = None
     jams: int = 0
+    last_ok_at: str | None = None  # the last time a batch's first page came through
+
+    @property
+    def state(self) -> str:
+        """ready | jam | no_paper | cover_open | absent | error | unknown, for the counter."""
+        if self.present is False:
+            return "absent"
+        failing = self.last_error_at is not None and (
+            self.last_ok_at is None or self.last_error_at > self.last_ok_at
+        )
+        if failing:
+            text = (self.last_error or "").lower()
+            for needle, state in (
+                ("jam", "jam"),
+                ("no paper", "no_paper"),
+                ("cover", "cover_open"),
+            ):
+                if needle in text:
+                    return state
+            return "error"
+        return "ready" if self.present else "unknown"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "state": self.state}
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True)
+        return json.dumps(asdict(self), sort_keys=True)
 
 
 def load_scanner_status(text: str | None) -> ScannerStatus:
@@ -45,9 +66,12 @@ def load_scanner_status(text: str | None) -> ScannerStatus:
         return ScannerStatus()
 
 
-def scanner_seen(status: ScannerStatus, *, model: str | None) -> ScannerStatus:
-    """The scanner answered: present, with its model if known; the last error stays."""
-    return replace(status, present=True, model=model or status.model)
+def scanner_seen(
+    status: ScannerStatus, *, model: str | None, at: str | None = None
+) -> ScannerStatus:
+    """The scanner answered (at ``at``): present, with its model if known; the last error
+    stays on record, older than ``last_ok_at``."""
+    return replace(status, present=True, model=model or status.model, last_ok_at=at)
 
 
 def scanner_failed(status: ScannerStatus, *, error: str, at: str, jam: bool) -> ScannerStatus:

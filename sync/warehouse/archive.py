@@ -3,6 +3,7 @@ envelope in ``archive/docs/<device>/<doc>/``, owner-only, written whole or not a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -83,7 +84,9 @@ def archive_document(
     device, doc = header.device_id, header.doc_id
     parent = archive / "docs" / device
     out_dir = parent / doc
-    tmp_dir = parent / f".{doc}.{os.getpid()}.tmp"
+    # one name per document, not per process: the caller holds the document's lock, and a
+    # writer killed mid-way leaves a decrypted copy that the next attempt must remove
+    tmp_dir = parent / f".{doc}.tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp_dir.mkdir(mode=0o700)
@@ -119,3 +122,23 @@ def archive_document(
         dossier_code=meta.get("dossier_code"),
         doc_type=meta.get("doc_type"),
     )
+
+
+def sweep_partial(archive: Path, staging: Path) -> int:
+    """Remove decrypted copies that killed writers left (``docs/<device>/.<doc>.tmp``);
+    how many. A copy whose document lock another live worker holds is being written:
+    it stays. Run at start-up, for documents that are never retried."""
+    gone = 0
+    for tmp in (archive / "docs").glob("*/.*.tmp"):
+        lock = staging / f".{tmp.parent.name}.{tmp.name[1:-4]}.lock"
+        try:
+            with lock.open("a+b") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(tmp, ignore_errors=True)
+                gone += 1
+        except BlockingIOError:
+            continue  # a live writer
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # no staging folder: nobody writes it
+            gone += 1
+    return gone

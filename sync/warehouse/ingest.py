@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import shutil
 import time
 from collections import OrderedDict
@@ -55,6 +54,7 @@ from sync.warehouse.staging import (
     ParkedSegments,
     Staging,
     StagingLimits,
+    damaged_segment,
     segment_name,
 )
 
@@ -66,8 +66,6 @@ MAX_MANIFEST = 2 << 20
 REFUSED = "refused"  # marks a staging folder whose signed manifest was refused
 MAX_MISSING_PER_RECEIPT = 1024  # keeps a receipt a few KB, whatever a query claims
 ARCHIVE_RETRY_S = 10.0  # after a failed archive write, before the next attempt
-MAX_BAD_BODIES = 3  # a segment that fails authentication this often rejects the document
-_BAD_SEGMENT = re.compile(r"^segment (\d+) fails authentication$")
 
 
 @dataclass(frozen=True)
@@ -129,6 +127,10 @@ class Ingest:
         return self._reject(device, doc, reason, ciphertext)
 
     def _stored_receipt(self, rec: StoredDocument) -> Message:
+        # a worker killed between the index and its clean-up left staging behind: go
+        shutil.rmtree(self.stage.dir(rec.device, rec.doc_id), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.staging / f".{rec.device}.{rec.doc_id}.lock").unlink()
         return self._receipt(
             rec.device,
             rec.doc_id,
@@ -250,13 +252,14 @@ class Ingest:
         if len(payload) > MAX_SEGMENT or n >= self.s.max_segments:
             log.warning("segment out of range ignored device=%s doc=%s n=%d", device, doc, n)
             return []
-        if self.index.get(device, doc) is not None:
-            return []
         d = self.stage.dir(device, doc)
         if (d / REFUSED).exists():
             return []
         man = self.stage.manifest(device, doc)
         if man is None:
+            # only here the index is asked: a staged manifest means not stored yet
+            if self.index.get(device, doc) is not None:
+                return []
             if load_enrolled(self.s.devices, device) is None:
                 log.warning("segment from a device that is not enrolled ignored device=%s", device)
                 return []
@@ -361,7 +364,7 @@ class Ingest:
                 )
                 return []
             except (EnvelopeError, PayloadError) as exc:
-                again = self._damaged(d, paths, str(exc))
+                again = damaged_segment(d, paths, str(exc))
                 if again is not None:
                     log.warning(
                         "staged segment failed authentication, asked again device=%s doc=%s n=%d",
@@ -379,21 +382,3 @@ class Ingest:
             (self.staging / f".{device}.{doc}.lock").unlink()
         log.info("stored device=%s doc=%s bytes=%d", device, doc, rec.bytes)
         return [self._stored_receipt(rec)]
-
-    def _damaged(self, d: Path, paths: list[Path], reason: str) -> int | None:
-        """The segment to ask for again when ``reason`` blames one staged body, else None.
-
-        A body damaged on the way (disk, broker) is dropped and re-requested; a segment
-        that keeps failing was sealed that way, and the document is rejected.
-        """
-        m = _BAD_SEGMENT.match(reason)
-        if m is None or int(m[1]) >= len(paths):
-            return None
-        n = int(m[1])
-        count_file = d / f"bad{n:07d}"
-        count = int(count_file.read_text() or "0") if count_file.exists() else 0
-        if count + 1 >= MAX_BAD_BODIES:
-            return None
-        atomic_write(count_file, str(count + 1).encode(), durable=False)
-        paths[n].unlink(missing_ok=True)
-        return n

@@ -20,6 +20,7 @@ Bounds, all from ``[warehouse]``:
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from collections import OrderedDict
@@ -27,11 +28,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sync.durable import atomic_write
 from sync.envelope.header import Header, parse_manifest
 
 log = logging.getLogger("sohoa.warehouse")
 
 MANIFEST_CACHE = 4096
+MAX_BAD_BODIES = 3  # a staged segment that fails authentication this often rejects the document
+_BAD_SEGMENT = re.compile(r"^segment (\d+) fails authentication$")
 PARKED_BYTES = 64 * 2**20  # segments waiting for their manifest, per worker
 PARKED_AGE_S = 60.0
 SWEEP_EVERY_S = 600.0
@@ -197,3 +201,22 @@ class ParkedSegments:
             if checked[doc]:
                 out.append(self._drop(key))
         return out
+
+
+def damaged_segment(d: Path, paths: list[Path], reason: str) -> int | None:
+    """The segment to ask for again when ``reason`` blames one staged body, else None.
+
+    A body damaged on the way (disk, broker) is dropped and re-requested; a segment
+    that keeps failing was sealed that way, and the document is rejected.
+    """
+    m = _BAD_SEGMENT.match(reason)
+    if m is None or int(m[1]) >= len(paths):
+        return None
+    n = int(m[1])
+    count_file = d / f"bad{n:07d}"
+    count = int(count_file.read_text() or "0") if count_file.exists() else 0
+    if count + 1 >= MAX_BAD_BODIES:
+        return None
+    atomic_write(count_file, str(count + 1).encode(), durable=False)
+    paths[n].unlink(missing_ok=True)
+    return n

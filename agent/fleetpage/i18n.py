@@ -1,0 +1,51 @@
+"""The fleet page's words, Vietnamese first."""
+
+from __future__ import annotations
+
+STRINGS: dict[str, dict[str, str]] = {
+    "title": {"vi": "Giám sát thiết bị số hóa", "en": "Scanning fleet"},
+    "sign_in": {"vi": "Đăng nhập", "en": "Sign in"},
+    "sign_out": {"vi": "Đăng xuất", "en": "Sign out"},
+    "name": {"vi": "Tên đăng nhập", "en": "Name"},
+    "password": {"vi": "Mật khẩu", "en": "Password"},
+    "wrong_password": {"vi": "Sai tên hoặc mật khẩu", "en": "Wrong name or password"},
+    "locked": {
+        "vi": "Nhập sai quá nhiều lần, hãy thử lại sau",
+        "en": "Too many wrong passwords; try again later",
+    },
+    "switch": {"vi": "English", "en": "Tiếng Việt"},
+    "devices": {"vi": "thiết bị", "en": "devices"},
+    "device": {"vi": "Thiết bị", "en": "Device"},
+    "commune": {"vi": "Xã", "en": "Commune"},
+    "district": {"vi": "Huyện", "en": "District"},
+    "all_districts": {"vi": "Tất cả huyện", "en": "All districts"},
+    "filter": {"vi": "Lọc", "en": "Filter"},
+    "status": {"vi": "Trạng thái", "en": "Status"},
+    "online": {"vi": "Trực tuyến", "en": "Online"},
+    "offline": {"vi": "Mất kết nối", "en": "Offline"},
+    "never_seen": {"vi": "Chưa từng báo", "en": "Never seen"},
+    "backlog": {"vi": "Tồn (tài liệu)", "en": "Backlog (docs)"},
+    "backlog_mb": {"vi": "Tồn (MB)", "en": "Backlog (MB)"},
+    "oldest": {"vi": "Cũ nhất", "en": "Oldest"},
+    "pages_today": {"vi": "Trang hôm nay", "en": "Pages today"},
+    "scanner": {"vi": "Máy quét", "en": "Scanner"},
+    "disk": {"vi": "Ổ đĩa trống", "en": "Disk free"},
+    "certificate": {"vi": "Chứng thư hết hạn", "en": "Certificate expires"},
+    "link": {"vi": "Đường truyền", "en": "Link"},
+    "last_seen": {"vi": "Lần cuối", "en": "Last seen"},
+    "alerts": {"vi": "Cảnh báo", "en": "Alerts"},
+    "no_alerts": {"vi": "Không có cảnh báo", "en": "No alerts"},
+    "attention": {"vi": "Cần xử lý", "en": "Needs attention"},
+    "contact": {"vi": "Liên hệ", "en": "Contact"},
+    "chart": {
+        "vi": "30 ngày: tồn đọng và số trang mỗi ngày",
+        "en": "30 days: backlog and pages per day",
+    },
+    "back": {"vi": "Quay lại danh sách", "en": "Back to the list"},
+    "version": {"vi": "Phiên bản", "en": "Version"},
+    "ago": {"vi": "trước", "en": "ago"},
+}
+
+
+def strings(lang: str) -> dict[str, str]:
+    return {key: texts.get(lang, texts["vi"]) for key, texts in STRINGS.items()}
