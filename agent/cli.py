@@ -88,7 +88,13 @@ def _add_warehouse(sub: Subparsers) -> None:
     wsub = s.add_subparsers(dest="wh_cmd", required=True, metavar="WAREHOUSE_COMMAND")
     w = wsub.add_parser("serve", help="run ingest workers")
     w.add_argument(
-        "--workers", type=int, default=1, help="number of workers sharing the subscription"
+        "--workers",
+        type=int,
+        default=1,
+        help="workers sharing the subscription (more than one: one process each)",
+    )
+    w.add_argument(
+        "--threads", action="store_true", help="run the workers as threads of this process"
     )
     w.add_argument(
         "--instance",

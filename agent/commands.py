@@ -147,6 +147,8 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
         from agent.services.warehouse import WarehouseWorkers
 
         stop = _stop_on_sigterm()
+        if args.workers > 1 and not args.threads:
+            return _serve_processes(cfg, args, stop)
         with WarehouseWorkers.from_config(cfg, args.workers, name=args.instance) as workers:
             workers.wait_ready(30.0)  # subscribed (or still connecting: it carries on)
             _sd_notify("READY=1")
@@ -171,6 +173,23 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
                 f"{d.doc_id}  {d.device:<16} {d.stored_at}  {d.pages:>3} p  {d.bytes // 1024:>6} KB"
             )
         print(f"{len(docs)} document(s)")
+    return ExitCode.ok
+
+
+def _serve_processes(cfg: Config, args: argparse.Namespace, stop: threading.Event) -> int:
+    from agent.services.warehouse import default_instance
+    from agent.services.warehouse_procs import WorkerProcesses
+
+    procs = WorkerProcesses(cfg, args.workers, args.instance or default_instance()).start()
+    _sd_notify("READY=1")
+    try:
+        while not stop.wait(1.0):
+            _sd_notify("WATCHDOG=1")
+            procs.keep_alive()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        procs.stop()
     return ExitCode.ok
 
 

@@ -142,7 +142,10 @@ class ServeProcess:
 
     @property
     def client_ids(self) -> list[str]:
-        return [f"sohoa-warehouse-{self.instance}-w{n + 1}" for n in range(self.workers)]
+        if self.workers == 1:
+            return [f"sohoa-warehouse-{self.instance}-w1"]
+        # more than one worker: one child process each (agent.services.warehouse_procs)
+        return [f"sohoa-warehouse-{self.instance}-p{k + 1}-w1" for k in range(self.workers)]
 
     def start(self) -> ServeProcess:
         args = ["-v", "warehouse", "serve", "--workers", str(self.workers)]
