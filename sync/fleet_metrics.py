@@ -99,14 +99,14 @@ def render_metrics(
 ) -> str:
     """The exposition text; ``extra`` adds (name, type, help, value) series of the
     service itself (messages handled, messages ignored, ...)."""
-    rows = [(v.device, v.facts()) for v in views]
+    rows = [(_labels(v.device, register), v.facts()) for v in views]  # labels once each
     lines: list[str] = []
     for name, kind, help_text, key in METRICS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        for device, facts in rows:
+        for labels, facts in rows:
             value = _value(facts, key)
             if value is not None:
-                lines.append(f"{name}{{{_labels(device, register)}}} {_number(value)}")
+                lines.append(f"{name}{{{labels}}} {_number(value)}")
     lines += ["# HELP sohoa_fleet_devices devices known", "# TYPE sohoa_fleet_devices gauge"]
     lines.append(f"sohoa_fleet_devices {len(rows)}")
     for name, kind, help_text, value in extra:

@@ -44,6 +44,13 @@ STRINGS: dict[str, dict[str, str]] = {
     "back": {"vi": "Quay lại danh sách", "en": "Back to the list"},
     "version": {"vi": "Phiên bản", "en": "Version"},
     "ago": {"vi": "trước", "en": "ago"},
+    "scanner_ready": {"vi": "Sẵn sàng", "en": "Ready"},
+    "scanner_jam": {"vi": "Kẹt giấy", "en": "Paper jam"},
+    "scanner_no_paper": {"vi": "Hết giấy", "en": "No paper"},
+    "scanner_cover_open": {"vi": "Mở nắp", "en": "Cover open"},
+    "scanner_absent": {"vi": "Không thấy máy quét", "en": "Absent"},
+    "scanner_error": {"vi": "Lỗi", "en": "Error"},
+    "scanner_unknown": {"vi": "Chưa rõ", "en": "Unknown"},
 }
 
 

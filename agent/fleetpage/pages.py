@@ -56,6 +56,12 @@ def _mb(n: float | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
 def _date(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d", time.gmtime(ts))
 
@@ -71,7 +77,7 @@ def row(
     link = "-" if rate is None else f"{rate / 1000:.0f} kbit/s"
     if facts["rtt_ms"] is not None:
         link += f" · {facts['rtt_ms']:.0f} ms"
-    disk = _mb(facts["disk_free_bytes"]) + " MB"
+    disk = _size(facts["disk_free_bytes"])
     if facts["disk_free_ratio"] is not None:
         disk += f" ({facts['disk_free_ratio'] * 100:.0f} %)"
     return {
@@ -84,7 +90,9 @@ def row(
         "backlog_mb": _mb(facts["pending_bytes"]),
         "oldest": _age(facts["oldest_pending_age_s"]),
         "pages_today": "-" if facts["pages_today"] is None else int(facts["pages_today"]),
-        "scanner": facts["scanner_state"] or ("-" if facts["scanner_present"] is None else ""),
+        "scanner": t.get(f"scanner_{facts['scanner_state']}", "-")
+        if facts["scanner_state"]
+        else "-",
         "disk": disk,
         "cert": _date(facts["cert_expiry"]),
         "link": link,
