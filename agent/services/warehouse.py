@@ -35,6 +35,7 @@ log = logging.getLogger("sohoa.warehouse")
 
 MAX_RESTARTS = 5  # per worker within RESTART_WINDOW_S before the service gives up
 RESTART_WINDOW_S = 60.0
+WORKER_SESSION_S = 300  # how long the broker keeps an absent worker's queue
 
 
 @dataclass
@@ -133,11 +134,14 @@ def serve_warehouse(
     try:
         while not stop.is_set():
             link = Link(
-                # no lasting session: mosquitto keeps a gone worker's share of a shared
-                # subscription queued for it; devices ask again for whatever was in flight
+                # a short session: a worker back within minutes gets what came meanwhile,
+                # but mosquitto stops queueing a gone worker's share of the shared
+                # subscription after WORKER_SESSION_S (devices ask again for the rest)
                 replace(
-                    LinkSettings.from_config(broker, f"sohoa-warehouse-{worker}", clean_start=True),
-                    session_expiry_s=0,
+                    LinkSettings.from_config(
+                        broker, f"sohoa-warehouse-{worker}", clean_start=False
+                    ),
+                    session_expiry_s=WORKER_SESSION_S,
                 )
             )
             try:
