@@ -165,6 +165,21 @@ def fleet(tmp_path: Path, mosquitto: Broker) -> Iterator[Fleet]:
         proc.wait(15)
 
 
+def _retained(site: Site, topic: str) -> Any:
+    from sync.mqtt.link import Link
+    from sync.mqtt.settings import LinkSettings
+
+    link = Link(LinkSettings(site.broker.host, site.broker.port, "alerts-reader", clean_start=True))
+    link.connect()
+    try:
+        link.subscribe(topic)
+        msg = link.get(10)
+        assert msg is not None, f"nothing retained on {topic}"
+        return json.loads(msg.payload)
+    finally:
+        link.close()
+
+
 def _sync(site: Site, toml: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [*SOHOA, "sync"], env={**os.environ, "SOHOA_CONFIG": str(toml)}, cwd=REPO
@@ -219,6 +234,9 @@ def test_two_devices_reach_metrics_and_a_killed_one_goes_offline_and_raises_the_
         )
         page = fleet.get("/")
         assert "dev-test-02" in page and "Mất kết nối" in page  # Vietnamese first
+        retained = _retained(site, "sohoa/v1/fleet/alerts")  # for a province without Prometheus
+        names = {(a["alert"], a["device"]) for a in retained["alerts"]}
+        assert {("SohoaWatchdog", ""), ("SohoaDeviceOffline", "dev-test-02")} <= names
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(15)
