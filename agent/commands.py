@@ -120,11 +120,13 @@ def cmd_sync(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _stop_on_sigterm() -> threading.Event:
-    """An event SIGTERM sets, so a service ends its loop and says goodbye cleanly."""
+    """An event SIGTERM (systemd) or SIGINT (Ctrl-C) sets, so a service ends its loop
+    and says goodbye cleanly."""
     import signal
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     return stop
 
 

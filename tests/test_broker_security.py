@@ -82,7 +82,13 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
     port = free_port()
     me = pwd.getpwuid(os.getuid()).pw_name
     conf = write_broker_config(
-        keys, tmp_path / "broker", port=port, host="127.0.0.1", listen="127.0.0.1", run_as=me
+        keys,
+        tmp_path / "broker",
+        port=port,
+        host="127.0.0.1",
+        listen="127.0.0.1",
+        run_as=me,
+        enroll_port=0,
     )
     broker = SecureBroker(port, keys, certs, conf)
     broker.start()
@@ -166,6 +172,7 @@ def test_a_revoked_certificate_is_refused_after_the_broker_reloads(
         host="127.0.0.1",
         listen="127.0.0.1",
         run_as=pwd.getpwuid(os.getuid()).pw_name,
+        enroll_port=0,  # this test needs no enrolment listener
     )
     secure_broker.start()
 

@@ -64,10 +64,12 @@ NO_EVENTS = NoEvents()
 
 def thumbnail_jpeg(image: Image.Image, width: int = THUMB_WIDTH) -> bytes:
     """A small greyscale JPEG of ``image`` (a few KB), made with a cheap box reduction."""
-    factor = max(1, image.width // (width * 2))
-    small = image.reduce(factor) if factor > 1 and image.mode != "1" else image
+    factor = max(1, image.width // width)
+    small = image if image.mode in ("L", "RGB") else image.convert("L")
+    small = small.reduce(factor) if factor > 1 else small  # one box reduction, no resample
     small = small.convert("L")
-    small.thumbnail((width, width * 2), Image.Resampling.BOX)
+    if small.width > width:
+        small.thumbnail((width, width * 2), Image.Resampling.BOX)
     out = io.BytesIO()
     small.save(out, "JPEG", quality=70)
     return out.getvalue()

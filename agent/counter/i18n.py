@@ -65,6 +65,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "sheet_doc": {"vi": "Tờ bìa tài liệu", "en": "Document cover sheet"},
     "sheet_dossier": {"vi": "Tờ bìa hồ sơ", "en": "Dossier cover sheet"},
     "doc_type": {"vi": "Loại tài liệu", "en": "Document type"},
+    "tthc": {"vi": "Mã thủ tục (TTHC)", "en": "Procedure code (TTHC)"},
     "copies": {"vi": "Số bản", "en": "Copies"},
     "print": {"vi": "Tạo PDF để in", "en": "Make the PDF"},
     "review": {"vi": "Kiểm tra trước khi lưu", "en": "Check before sealing"},

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 STATE = web.AppKey("state", CounterState)
 ENV = web.AppKey("env", jinja2.Environment)
 HEARTBEAT_S = 15.0
+EXPIRE_EVERY_S = 10.0
 
 
 class Actions(Protocol):
@@ -193,8 +194,34 @@ async def sheets(request: web.Request) -> web.StreamResponse:
     )
 
 
-def build_app(ctx: CounterContext, state: CounterState, *, secure: bool = False) -> web.Application:
+def forget_expired(every_s: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Forget finished batches past keep_minutes even when no page asks for anything:
+    thumbnails and codes must not outstay them in memory."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                app[STATE].expire()
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run
+
+
+def build_app(
+    ctx: CounterContext,
+    state: CounterState,
+    *,
+    secure: bool = False,
+    expire_every_s: float = EXPIRE_EVERY_S,
+) -> web.Application:
     app = base_app(ctx.home, secure=secure)
+    app.cleanup_ctx.append(forget_expired(expire_every_s))
     app[STATE] = state
     app[CONTEXT] = ctx
     app[ENV] = templates(HERE / "templates")

@@ -190,6 +190,13 @@ class CounterState:
         view.edits.put(edit)
         return True
 
+    def release(self) -> None:
+        """Seal every batch waiting for review as it stands (the agent is stopping)."""
+        with self._lock:
+            waiting = [v for v in self._batches.values() if v.status == "review"]
+        for view in waiting:
+            view.edits.put(Edit("confirm"))
+
     def expire(self) -> None:
         """Forget batches (thumbnails, codes) that ended more than keep_minutes ago."""
         now = self.clock()
@@ -207,6 +214,7 @@ class CounterState:
             self._changed()
 
     def thumbnail(self, batch_id: str, index: int) -> bytes | None:
+        self.expire()  # a thumbnail past keep_minutes is not served, even if asked first
         with self._lock:
             view = self._batches.get(batch_id)
             pages = [p for p in view.pages if p.index == index] if view else []

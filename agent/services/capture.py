@@ -249,6 +249,8 @@ def run_agent(
         stop.wait(WATCHDOG_S)
     stop.set()
     service.wake.set()
+    if page is not None:
+        state.release()  # a batch waiting for review is sealed, not lost
     for w in workers:
         w.join(10)
     if page is not None:

@@ -72,7 +72,10 @@ class Sessions:
 
     @staticmethod
     def csrf_ok(session: Session, sent: str | None) -> bool:
-        return bool(sent) and hmac.compare_digest(session.csrf, sent or "")
+        # as bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403)
+        return bool(sent) and hmac.compare_digest(
+            session.csrf.encode(), (sent or "").encode("utf-8", "replace")
+        )
 
     # -- rate limit ----------------------------------------------------------
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.localbroker import free_port
+from sync.localbroker import free_port_pair
 from tests.support.mqtt import run_generated_broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def side(root: Path, name: str, toml: str) -> Side:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Setup:
-    port = free_port()
+    port = free_port_pair()  # the broker and its enrolment listener (port + 1)
     url = f"mqtts://127.0.0.1:{port}"
     tls = 'ca = "keys/ca.crt"\ncert = "keys/broker.crt"\nkey = "keys/broker.key"\n'
     # the warehouse's own certificate where install.sh --warehouse points: keys/<id>.crt

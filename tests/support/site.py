@@ -79,6 +79,7 @@ def make_site(tmp: Path, broker: Broker, device_id: str = "dev-test-01") -> Site
         broker.url(),
         sync={"receipt_timeout_s": 5.0},
         spool={"reserve_mb": 0},
+        ui={"listen": ""},  # tests that want the counter page start it on a free port
     )
     wt = write_toml(tmp / "warehouse.toml", wh.home, "warehouse", broker.url())
     dev = replace(dev, spool=replace(dev.spool, reserve_mb=0))

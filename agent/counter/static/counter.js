@@ -260,13 +260,19 @@
   $("confirm").addEventListener("click", () => {
     if (current) edit(current.batch_id, "confirm", -1, -1);
   });
+  $("sheet-kind").addEventListener("change", () => {
+    $("sheet-tthc").hidden = $("sheet-kind").value !== "DOSSIER";
+  });
   $("sheet-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const kind = $("sheet-kind").value;
     const field = $("sheet-field").value;
     const body = { kind, copies: $("sheet-copies").value };
     if (kind === "DOC") body.type = field;
-    if (kind === "DOSSIER") body.dossier = field;
+    if (kind === "DOSSIER") {
+      body.dossier = field;
+      body.tthc = $("sheet-tthc").value; // a dossier cover sheet needs its procedure code
+    }
     const r = await post("/api/sheets", body);
     if (!r.ok) return say(r, "print");
     const url = URL.createObjectURL(await r.blob());
