@@ -179,7 +179,7 @@ install_wheel() {
 }
 
 dev() {
-    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd postgresql chromium chromium-driver
+    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd postgresql chromium chromium-driver prometheus
     make_venv "$REPO/.venv" "[test]" editable
     step "checking the real parts"
     "$REPO/.venv/bin/python" -c 'import sane, zbar, paho.mqtt, cryptography.hazmat.primitives.hpke' \
