@@ -95,4 +95,6 @@ def page_badges(
         badges.append("blank")
     if "deskewed" in flags:
         badges.append("skew_corrected")
+    if "rescanned" in flags:
+        badges.append("rescanned")
     return tuple(dict.fromkeys(badges))

@@ -24,7 +24,7 @@ from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges, thumbnai
 from agent.capture.pages import PageCheck, prepare_page
 from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
 from agent.capture.results import CaptureResult, DocumentResult
-from agent.capture.review import EditError, apply_edit
+from agent.capture.review import EditError, reviewed
 from agent.capture.scratch import Scratch
 from agent.capture.sealing import PageRecord, SealSettings, pack_page, seal_document
 from agent.capture.split import BatchPlan, DocumentPlan, PageFacts, split_batch
@@ -126,10 +126,20 @@ def _stash(scratch: Scratch, encoded: EncodedPage) -> tuple[int, int]:
 
 
 def _tell_page(
-    events: CaptureEvents, batch: _Batch, image: Any, flags: tuple[str, ...] = ()
+    events: CaptureEvents,
+    batch: _Batch,
+    image: Any,
+    flags: tuple[str, ...] = (),
+    at: int | None = None,
 ) -> None:
-    """The page just taken, to whoever watches (the counter page): thumbnail and badges."""
-    facts, record = batch.facts[-1], batch.records[-1]
+    """The page just taken, to whoever watches (the counter page): thumbnail and badges.
+    With ``at``, the page replaces page ``at`` (a re-scan in review)."""
+    if at is not None:  # the page just appended takes the place of the one re-scanned
+        batch.records[at] = batch.records.pop()
+        batch.facts[at] = replace(batch.facts.pop(), index=at)
+        flags = (*flags, "rescanned")
+    pos = len(batch.records) - 1 if at is None else at
+    facts, record = batch.facts[pos], batch.records[pos]
     thumb = thumbnail_jpeg(image) if events.wants_thumbnails else None
     badges = page_badges(
         facts.signals, blank=facts.blank, flags=flags, refused=record.handle is None
@@ -144,9 +154,11 @@ def _take_page(
     capture: CaptureConfig,
     scratch: Scratch,
     events: CaptureEvents = NO_EVENTS,
+    at: int | None = None,
 ) -> None:
-    """Barcodes, checks and encoding for one page; only its facts stay in memory."""
-    index = len(batch.records)
+    """Barcodes, checks and encoding for one page; only its facts stay in memory.
+    With ``at`` the page replaces page ``at`` of the batch (a re-scan)."""
+    index = len(batch.records) if at is None else at
     barcodes = reader.read(page.image, index)
     signals = tuple(interpret(b, capture.separator_text) for b in barcodes)
     batch.barcode_pages += bool(barcodes)
@@ -166,7 +178,7 @@ def _take_page(
         batch.records.append(PageRecord(None, "", {"rejected": True}))
         # not blank: it is no page of any document (see below), and no "blank kept" warning
         batch.facts.append(PageFacts(index=index, signals=signals, blank=False))
-        _tell_page(events, batch, page.image)
+        _tell_page(events, batch, page.image, at=at)
         return
     encoded = _encode(page, image, check, capture.profile)
     checks = {
@@ -178,17 +190,36 @@ def _take_page(
         PageRecord(_stash(scratch, encoded), hashlib.sha256(encoded.data).hexdigest(), checks)
     )
     batch.facts.append(PageFacts(index=index, signals=signals, blank=check.blank))
-    _tell_page(events, batch, image, tuple(check.flags))
+    _tell_page(events, batch, image, tuple(check.flags), at)
 
 
-def reviewed(plan: BatchPlan, batch_id: str, events: CaptureEvents) -> BatchPlan:
-    """The plan after the officer's corrections (review mode); unchanged otherwise."""
-    while (edit := events.review(batch_id, plan)).action != "confirm":
+def _rescanner(
+    source: PageSource,
+    batch: _Batch,
+    reader: BarcodeReader,
+    capture: CaptureConfig,
+    scratch: Scratch,
+    events: CaptureEvents,
+) -> Callable[[int], None]:
+    """The re-scan of one page: the next sheet from the scanner replaces it."""
+
+    def rescan(index: int) -> None:
+        if not getattr(source, "device_name", None):
+            raise EditError("re-scanning a page needs the scanner; this batch came from files")
+        if not 0 <= index < len(batch.records):
+            raise EditError(f"there is no page {index + 1}")
+        pages = source.pages()
         try:
-            plan = apply_edit(plan, edit)
-        except EditError as exc:
-            log.warning("correction refused batch=%s reason=%s", batch_id, exc)
-    return plan
+            page = next(pages)
+        except StopIteration:
+            raise EditError("no sheet in the feeder to re-scan") from None
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+        _take_page(page, batch, reader, capture, scratch, events, at=index)
+
+    return rescan
 
 
 def with_preset_dossier(facts: list[PageFacts], dossier: str | None) -> list[PageFacts]:
@@ -326,10 +357,12 @@ def _capture(
         plan = split_batch(facts, drop_blank=capture.drop_blank)
         batch.warnings.extend(plan.warnings)
         batch.flags.extend(plan.flags)
-        page_sha256 = [r.sha256 for r in batch.records]
-        spool.record_batch_pages(batch.batch_id, page_sha256, list(plan.separators))
         kept = replace(plan, documents=tuple(kept_documents(plan, batch.records)))
-        documents = list(reviewed(kept, batch.batch_id, events).documents) if batch.records else []
+        rescan = _rescanner(source, batch, reader, capture, scratch, events)
+        final = reviewed(kept, batch.batch_id, events, rescan) if batch.records else kept
+        documents = list(final.documents) if batch.records else []
+        page_sha256 = [r.sha256 for r in batch.records]  # after any re-scan
+        spool.record_batch_pages(batch.batch_id, page_sha256, list(plan.separators))
         results = _seal_all(documents, batch, scratch, spool, seal, capture.profile, clock)
         spool.end_batch(
             batch.batch_id,

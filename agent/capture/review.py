@@ -7,9 +7,18 @@ its plan and waits; the counter page answers with one of these edits, or with
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from agent.capture.split import BatchPlan, DocumentPlan
+from agent.errors import FAILURES
+
+if TYPE_CHECKING:
+    from agent.capture.events import CaptureEvents
+
+log = logging.getLogger("sohoa.capture")
 
 
 @dataclass(frozen=True)
@@ -65,3 +74,22 @@ def apply_edit(plan: BatchPlan, edit: Edit) -> BatchPlan:
     if edit.action == "drop":
         return drop_page(plan, edit.page)
     raise EditError(f"unknown correction {edit.action!r}")
+
+
+def reviewed(
+    plan: BatchPlan,
+    batch_id: str,
+    events: CaptureEvents,
+    rescan: Callable[[int], None] = lambda _page: None,
+) -> BatchPlan:
+    """The plan after the officer's corrections (review mode); unchanged otherwise.
+    ``rescan(page)`` takes one page again from the scanner in place of ``page``."""
+    while (edit := events.review(batch_id, plan)).action != "confirm":
+        try:
+            if edit.action == "rescan":
+                rescan(edit.page)
+            else:
+                plan = apply_edit(plan, edit)
+        except (EditError, *FAILURES) as exc:
+            log.warning("correction refused batch=%s reason=%s", batch_id, exc)
+    return plan

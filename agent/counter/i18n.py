@@ -98,6 +98,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "badge_blank": {"vi": "Trang trắng", "en": "Blank"},
     "badge_skew_corrected": {"vi": "Đã chỉnh nghiêng", "en": "Skew corrected"},
     "badge_resolution_refused": {"vi": "Bị từ chối (độ phân giải)", "en": "Refused (resolution)"},
+    "badge_rescanned": {"vi": "Đã quét lại", "en": "Re-scanned"},
+    "rescan_page": {"vi": "Quét lại trang", "en": "Re-scan page"},
     "badge_unreadable_code": {"vi": "Mã không đọc được", "en": "Unreadable code"},
     "flag_untagged": {"vi": "Chưa có mã hồ sơ", "en": "No dossier code"},
     "flag_blank_pages": {"vi": "Có trang trắng", "en": "Blank pages kept"},

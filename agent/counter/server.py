@@ -173,7 +173,7 @@ async def review(request: web.Request) -> web.StreamResponse:
         edit = Edit(str(body["action"]), int(body.get("page", -1)), int(body.get("doc", -1)))
     except (KeyError, TypeError, ValueError):
         return web.json_response({"error": "send {action, page, doc}"}, status=400)
-    if edit.action not in ("confirm", "move", "drop"):
+    if edit.action not in ("confirm", "move", "drop", "rescan"):
         return web.json_response({"error": "unknown action"}, status=400)
     ok = request.app[STATE].submit(request.match_info["batch"], edit)
     return _answer(None if ok else "that batch is not waiting for review", edit.action)

@@ -132,7 +132,9 @@ class CounterState:
         with self._lock:
             view = self._batches.get(batch_id)
             if view is not None:
+                view.pages = [p for p in view.pages if p.index != index]  # a re-scan replaces
                 view.pages.append(PageView(index, badges, thumbnail))
+                view.pages.sort(key=lambda p: p.index)
         self._changed()
 
     def review(self, batch_id: str, plan: BatchPlan) -> Edit:

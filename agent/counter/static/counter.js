@@ -103,6 +103,13 @@
           drop.dataset.page = String(p);
           drop.addEventListener("click", () => edit(batchId, "drop", p, -1));
           b.append(drop);
+          if (current && current.source !== "folder") {
+            // the officer puts the sheet back in the feeder: it replaces this page
+            const again = el("button", "small rescan", t.rescan_page);
+            again.dataset.page = String(p);
+            again.addEventListener("click", () => edit(batchId, "rescan", p, -1));
+            b.append(again);
+          }
           pages.append(b);
         });
         item.append(pages);
