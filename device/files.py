@@ -298,6 +298,7 @@ class HotFolder:
         directory: Path,
         *,
         settle_s: float = 2.0,
+        single_settle_s: float | None = 0.5,
         done_dir: Path | None = None,
         failed_dir: Path | None = None,
         keep_originals: bool = False,
@@ -305,11 +306,21 @@ class HotFolder:
     ) -> None:
         self.directory = directory
         self.settle_s = settle_s
+        # a single-page image that stopped growing and decodes whole is complete (a
+        # truncated JPEG or PNG fails to load); a TIFF or PDF can look whole with pages
+        # still to come, so it waits the full settle time
+        self.single_settle_s = (
+            settle_s if single_settle_s is None else min(settle_s, single_settle_s)
+        )
         self.done_dir = done_dir if done_dir is not None else directory / "done"
         self.failed_dir = failed_dir if failed_dir is not None else directory / "failed"
         self.keep_originals = keep_originals
         self.default_dpi = default_dpi
         self._seen: dict[Path, _Sighting] = {}
+
+    def _settle(self, path: Path) -> float:
+        multipage = path.suffix.lower() in (".tif", ".tiff", ".pdf")
+        return self.settle_s if multipage else self.single_settle_s
 
     def ready_files(self, now: float) -> list[Path]:
         """Files whose size and mtime have not changed for ``settle_s`` (by this object's
@@ -333,7 +344,7 @@ class HotFolder:
             sighting = self._seen.get(path)
             if sighting is None or sighting.stamp != stamp:
                 sighting = _Sighting(stamp, now)
-            elif now - sighting.since >= self.settle_s and st.st_size > 0:
+            elif now - sighting.since >= self._settle(path) and st.st_size > 0:
                 if sighting.complete is None:
                     sighting = replace(sighting, complete=file_is_complete(path))
                     if not sighting.complete:

@@ -348,7 +348,7 @@ def test_pdf_drawn_without_images_renders_at_the_default_resolution(tmp_path: Pa
 def test_file_written_in_chunks_is_ready_only_once_complete_and_settled(tmp_path: Path) -> None:
     data = encoded("JPEG", dpi=(300, 300))
     path = tmp_path / "scan001.jpg"
-    hot = HotFolder(tmp_path, settle_s=2.0)
+    hot = HotFolder(tmp_path, settle_s=2.0, single_settle_s=None)
     path.write_bytes(data[:1000])
     seen = [hot.ready_files(now=0.0), hot.ready_files(now=5.0)]  # settled but cut short
     with path.open("ab") as fh:
@@ -357,6 +357,18 @@ def test_file_written_in_chunks_is_ready_only_once_complete_and_settled(tmp_path
     seen += [hot.ready_files(now=5.5), hot.ready_files(now=7.0), hot.ready_files(now=7.5)]
 
     assert seen == [[], [], [], [], [path]]
+
+
+def test_a_single_page_image_is_ready_sooner_than_a_multipage_file(tmp_path: Path) -> None:
+    """A JPEG that stopped growing and decodes whole is taken after 0.5 s, so its page is
+    on the counter screen within a second; a TIFF could still be getting pages: 2 s."""
+    (tmp_path / "a.jpg").write_bytes(encoded("JPEG", dpi=(300, 300)))
+    (tmp_path / "b.tif").write_bytes(encoded("TIFF"))
+    hot = HotFolder(tmp_path)
+
+    seen = [[p.name for p in hot.ready_files(now=t)] for t in (0.0, 0.6, 1.5, 2.1)]
+
+    assert seen == [[], ["a.jpg"], ["a.jpg"], ["a.jpg", "b.tif"]]
 
 
 @pytest.mark.parametrize(

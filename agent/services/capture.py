@@ -31,7 +31,7 @@ from sync.errors import SpoolError
 
 log = logging.getLogger("sohoa.agent")
 
-HOT_FOLDER_POLL_S = 1.0
+HOT_FOLDER_POLL_S = 0.25  # with a 0.5 s settle, a page shows within a second
 SCANNER_RETRY_S = 5.0
 WATCHDOG_S = 5.0
 NOTHING_TO_CAPTURE = ScannerError(
