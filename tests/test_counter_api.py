@@ -133,7 +133,7 @@ def test_without_sign_in_the_page_sends_to_the_login_form(page: Page) -> None:
     assert (answer.status, answer.header("Location")) == (303, "/login")
     login = page.client.request("GET", "/login")
     assert login.status == 200 and b'id="login-form"' in login.body
-    assert page.client.request("GET", "/static/login.js").status == 200
+    assert page.client.request("GET", "/static/web/login.js").status == 200
 
 
 def csrf_of_another_session(page: Page) -> str:
