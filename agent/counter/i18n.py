@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
+from agent.web.i18n import SIGN_IN
+
 STRINGS: dict[str, dict[str, str]] = {
+    **SIGN_IN,
     "title": {"vi": "Số hóa tại quầy", "en": "Counter scanning"},
-    "sign_in": {"vi": "Đăng nhập", "en": "Sign in"},
-    "sign_out": {"vi": "Đăng xuất", "en": "Sign out"},
-    "name": {"vi": "Tên đăng nhập", "en": "Name"},
-    "password": {"vi": "Mật khẩu", "en": "Password"},
-    "wrong_password": {"vi": "Sai tên hoặc mật khẩu", "en": "Wrong name or password"},
-    "locked": {
-        "vi": "Nhập sai quá nhiều lần, hãy thử lại sau",
-        "en": "Too many wrong passwords; try again later",
-    },
-    "switch": {"vi": "English", "en": "Tiếng Việt"},
     "scanner": {"vi": "Máy quét", "en": "Scanner"},
     "scanner_ready": {"vi": "Sẵn sàng", "en": "Ready"},
     "scanner_jam": {

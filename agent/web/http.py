@@ -37,8 +37,12 @@ CSP = (
 
 
 def templates(folder: Path) -> jinja2.Environment:
+    """The page's own templates (its ``base.html``), then the shared ones (``login.html``)."""
+    shared = Path(__file__).resolve().parent / "templates"
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folder),
+        loader=jinja2.ChoiceLoader(
+            [jinja2.FileSystemLoader(folder), jinja2.FileSystemLoader(shared)]
+        ),
         autoescape=jinja2.select_autoescape(default=True),
         undefined=jinja2.StrictUndefined,
     )
