@@ -242,9 +242,6 @@ def test_two_devices_reach_metrics_and_a_killed_one_goes_offline_and_raises_the_
         first.wait(15)
 
 
-@pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="install.sh --dev installs prometheus"
-)
 def test_a_real_prometheus_scrapes_the_fleet_and_fires_the_watchdog(
     fleet: Fleet, tmp_path: Path
 ) -> None:
