@@ -23,10 +23,11 @@ import pytest
 from agent.capture.events import thumbnail_jpeg
 from agent.capture.results import CaptureResult, DocumentResult
 from agent.capture.samples import receipt_page
-from agent.counter.server import CounterContext, CounterServer, build_app
+from agent.counter.server import CounterContext, build_app
 from agent.counter.state import CounterState
 from agent.web import accounts
 from agent.web.http import SESSIONS
+from agent.web.server import PageServer
 from agent.web.sessions import LOCK_S, Sessions
 from tests.support.browser import (
     OFFICER,
@@ -80,7 +81,7 @@ class Page:
         ctx = CounterContext(home, lambda: dict(FACTS), self.actions)
         app = build_app(ctx, self.state, secure=secure, expire_every_s=expire_every_s)
         app[SESSIONS] = Sessions(clock=self.clock)
-        self.server = CounterServer(app, "127.0.0.1", free_port()).start()
+        self.server = PageServer(app, "127.0.0.1", free_port()).start()
         self.client = PageClient(self.server.port)
 
 

@@ -7,10 +7,11 @@ import ssl
 
 from agent.config import Config
 from agent.counter.facts import CachedFacts
-from agent.counter.server import Actions, CounterContext, CounterServer, build_app
+from agent.counter.server import Actions, CounterContext, build_app
 from agent.counter.state import CounterState
 from agent.validators import listen_address
 from agent.web.accounts import load_accounts
+from agent.web.server import PageServer
 from agent.wiring import open_spool
 
 log = logging.getLogger("sohoa.counter")
@@ -38,7 +39,7 @@ def refresh_facts_after_each_batch(state: CounterState, facts: CachedFacts) -> N
     state.watch(changed)
 
 
-def start_counter(cfg: Config, actions: Actions, state: CounterState) -> CounterServer | None:
+def start_counter(cfg: Config, actions: Actions, state: CounterState) -> PageServer | None:
     """Serve the page on ``[ui] listen``; capture goes on without it if it cannot."""
     host, port = listen_address(cfg.ui.listen)
     facts = CachedFacts(lambda: open_spool(cfg))
@@ -47,7 +48,7 @@ def start_counter(cfg: Config, actions: Actions, state: CounterState) -> Counter
     try:
         tls = _tls(cfg)
         app = build_app(ctx, state, secure=tls is not None)
-        server = CounterServer(app, host, port, tls).start()
+        server = PageServer(app, host, port, tls).start()
     except (OSError, ssl.SSLError) as exc:
         log.error(
             "the counter page cannot listen on %s (%s) — set [ui] listen to a free host:port"

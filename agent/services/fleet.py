@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config import Config
-from agent.counter.server import CounterServer
 from agent.fleetpage.pages import FleetPicture, build_fleet_app
 from agent.validators import listen_address
+from agent.web.server import PageServer
 from agent.wiring import broker_config, reconnect_delays
 from sync.errors import BrokerError, SohoaError
 from sync.fleet_alerts import Alert, AlertBook, alerts_json, rules
@@ -150,7 +150,7 @@ def serve_fleet(cfg: Config, *, stop: threading.Event, notify: Callable[[str], N
         if cfg.fleet.listen:
             host, port = listen_address(cfg.fleet.listen)
             app = build_fleet_app(cfg.home, service.picture())
-            server = CounterServer(app, host, port).start()
+            server = PageServer(app, host, port).start()
             log.info("fleet service on http://%s:%d", host, port)
     except OSError as exc:
         raise SohoaError(

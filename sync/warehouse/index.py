@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,18 +89,7 @@ class SqliteIndex:
         )
 
     def add(self, doc: StoredDocument) -> bool:
-        row = (
-            doc.doc_id,
-            doc.device,
-            doc.ciphertext_sha256,
-            doc.stored_at,
-            doc.bytes,
-            doc.pages,
-            doc.pdf_sha256,
-            doc.path,
-            doc.dossier_code,
-            doc.doc_type,
-        )
+        row = astuple(doc)  # the fields in the columns' order
         with self._lock:
             cur = self._c.execute(
                 f"INSERT OR IGNORE INTO documents ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",  # noqa: S608

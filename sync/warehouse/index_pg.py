@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import astuple
 from typing import Any
 from urllib.parse import unquote
 
@@ -126,18 +127,7 @@ class PostgresIndex:
                 raise self._error(exc) from None
 
     def add(self, doc: StoredDocument) -> bool:
-        row = (
-            doc.doc_id,
-            doc.device,
-            doc.ciphertext_sha256,
-            doc.stored_at,
-            doc.bytes,
-            doc.pages,
-            doc.pdf_sha256,
-            doc.path,
-            doc.dossier_code,
-            doc.doc_type,
-        )
+        row = astuple(doc)  # the fields in the columns' order
         with self._cursor() as cur:
             cur.execute(_INSERT, row)
             return cur.rowcount == 1

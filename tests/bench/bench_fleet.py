@@ -64,23 +64,26 @@ def health(device: str, n: int) -> bytes:
     ).encode()
 
 
-def publish(port: int, devices: list[str], rounds: int) -> int:
+def publish(port: int, devices: list[str], rounds: int) -> None:
+    """Every device's retained state, then ``rounds`` of health messages."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    sent = 0
     for d in devices:
         client.publish(f"sohoa/v1/d/{d}/state", b'{"online": true}', qos=1, retain=True)
-        sent += 1
+    publish_health(client, devices, rounds)
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish_health(client: mqtt.Client, devices: list[str], rounds: int) -> None:
+    info = None
     for r in range(rounds):
         for i, d in enumerate(devices):
             info = client.publish(f"sohoa/v1/d/{d}/health", health(d, i + r), qos=1, retain=True)
-            sent += 1
-        info.wait_for_publish(60)
-    client.disconnect()
-    client.loop_stop()
-    return sent
+    if info is not None:
+        info.wait_for_publish(120)
 
 
 def timed_consume(
@@ -99,7 +102,11 @@ def timed_consume(
         pass
     expect = len(devices) * rounds
     cpu0 = time.process_time()
-    pub = threading.Thread(target=publish_health, args=(port, devices, rounds))
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    pub = threading.Thread(target=publish_health, args=(client, devices, rounds))
     pub.start()
     got = 0
     while got < expect:
@@ -110,23 +117,10 @@ def timed_consume(
         got += 1
     cpu = time.process_time() - cpu0
     pub.join()
-    link.close()
-    return cpu, got
-
-
-def publish_health(port: int, devices: list[str], rounds: int) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    info = None
-    for r in range(rounds):
-        for i, d in enumerate(devices):
-            info = client.publish(f"sohoa/v1/d/{d}/health", health(d, i + r), qos=1, retain=True)
-    if info is not None:
-        info.wait_for_publish(120)
     client.disconnect()
     client.loop_stop()
+    link.close()
+    return cpu, got
 
 
 def best(fn: Callable[[], object], runs: int = 3) -> float:
