@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from agent.capture.samples import make_page, receipt_page
+from tests.support.pdfa import info_xmp_mismatches, pdfa_findings
 from tests.support.site import SOHOA, Site
 
 DOSSIER_A = "000.00.20.H56-230512-0003"
@@ -66,6 +67,7 @@ def test_batch_reaches_warehouse_exactly_once_with_identical_pdfs(
     for d in docs:
         pdf = Path(stored[d["doc_id"]]["path"]).read_bytes()
         assert hashlib.sha256(pdf).hexdigest() == d["pdf_sha256"]
+        assert pdfa_findings(pdf) + info_xmp_mismatches(pdf) == []  # archived as PDF/A-2b
         assert stored[d["doc_id"]]["device"] == "dev-test-01"
         assert stored[d["doc_id"]]["pages"] == d["pages"]
     status = json.loads(site.run("status", "--json", check=True).stdout)

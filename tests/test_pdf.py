@@ -1,13 +1,17 @@
-"""PDF output read back by PDFium: pages, sizes, images, XMP metadata, barcodes, file structure."""
+"""PDF output read back by PDFium and pikepdf: pages, sizes, images, XMP metadata, barcodes,
+file structure, and PDF/A-2b by pikepdf's allowlist validator."""
 
 from __future__ import annotations
 
 import io
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import numpy as np
+import pikepdf
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 import pytest
@@ -16,7 +20,7 @@ from PIL import Image
 
 from agent.capture.pages import ink_mask, prepare_page
 from agent.capture.pdf import (
-    DECREE30_NS,
+    PROFILES,
     EncodedPage,
     PdfMetadata,
     PdfWriter,
@@ -26,6 +30,7 @@ from agent.capture.pdf import (
 )
 from device.errors import InputError
 from tests.support.pages import color_page, receipt_page, short_lines_page, text_page, turned
+from tests.support.pdfa import info_xmp_mismatches, pdfa_findings
 
 A4_POINTS = (595.28, 841.89)
 DOSSIER = "000.00.20.H56-230512-0003"
@@ -35,7 +40,7 @@ NS = {
     "dc": "http://purl.org/dc/elements/1.1/",
     "pdfaid": "http://www.aiim.org/pdfa/ns/id/",
     "xmp": "http://ns.adobe.com/xap/1.0/",
-    "vnarc": DECREE30_NS,
+    "pdf": "http://ns.adobe.com/pdf/1.3/",
 }
 META = PdfMetadata(
     file_code=DOSSIER,
@@ -49,6 +54,8 @@ META = PdfMetadata(
     description="Số hóa từ bản gốc",
     created=datetime(2023, 5, 12, 10, 30, tzinfo=timezone(timedelta(hours=7))),
 )
+# the most metadata the device can write: every field, a Vietnamese title of its own
+FULL_META = replace(META, title="Giấy chứng nhận đăng ký kết hôn — bản sao (Đồng Tháp, Hưng Yên)")
 
 
 class WriteOnly:
@@ -84,14 +91,31 @@ def build(pages: list[EncodedPage], meta: PdfMetadata = META) -> bytes:
 
 def embedded_image(document: pdfium.PdfDocument, index: int) -> Image.Image:
     (image,) = [o for o in document[index].get_objects() if o.type == pdfium_c.FPDF_PAGEOBJ_IMAGE]
-    return image.get_bitmap(render=False).to_pil()
+    pil: Image.Image = image.get_bitmap(render=False).to_pil()
+    return pil
 
 
 def rendered(document: pdfium.PdfDocument, index: int, dpi: int = 300) -> Image.Image:
     page = document[index]
-    bitmap = page.render(scale=dpi / 72, grayscale=True).to_pil()
+    bitmap: Image.Image = page.render(scale=dpi / 72, grayscale=True).to_pil()
     width, height = (round(side * dpi / 72) for side in page.get_size())
     return bitmap.crop((0, 0, width, height))
+
+
+def xmp_properties(pdf: bytes) -> dict[str, Any]:
+    """The XMP packet's properties as pikepdf reads them, named ``prefix:name``."""
+    prefixes = {uri: prefix for prefix, uri in NS.items()}
+    out = {}
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        for key, value in document.open_metadata().items():  # keys read "{uri}name"
+            uri, name = key[1:].split("}")
+            out[f"{prefixes[uri]}:{name}"] = value
+    return out
+
+
+def assert_pdfa(pdf: bytes) -> None:
+    findings = pdfa_findings(pdf) + info_xmp_mismatches(pdf)
+    assert findings == [], "PDF/A-2b findings:\n" + "\n".join(findings)
 
 
 def xmp_of(pdf: bytes) -> ET.Element:
@@ -175,58 +199,122 @@ def test_barcodes_survive_deskew_and_the_text_profile(pages: dict[str, Image.Ima
     ]
 
 
-def test_xmp_carries_pdfa_identification_and_decree_30_fields(
+def test_xmp_carries_decree_30_fields_in_standard_properties(
     pages: dict[str, Image.Image],
 ) -> None:
     page = encode_page(pages["note"], 300, "text")
-    xmp = xmp_of(build([page, page]))
-    assert xmp.findtext(".//pdfaid:part", namespaces=NS) == "2"
-    assert xmp.findtext(".//pdfaid:conformance", namespaces=NS) == "B"
-    assert xmp.findtext(".//dc:title//rdf:li", namespaces=NS) == META.subject
-    assert xmp.findtext(".//dc:description//rdf:li", namespaces=NS) == META.description
-    assert xmp.findtext(".//dc:language//rdf:li", namespaces=NS) == "vi"
-    assert xmp.findtext(".//xmp:CreateDate", namespaces=NS) == "2023-05-12T10:30:00+07:00"
-    fields = {
-        element.tag.removeprefix("{" + DECREE30_NS + "}"): element.text
-        for element in xmp.iter()
-        if element.tag.startswith("{" + DECREE30_NS)
-    }
-    assert fields == {
-        "FileCode": DOSSIER,
-        "DocOrdinal": "2",
-        "TypeName": "KQ.G15.000031",
-        "CodeNumber": "123",
-        "CodeNotation": "123/GKS-UBND",
-        "IssuedDate": "2023-05-12",
-        "OrganName": "Ủy ban nhân dân xã Tân Lập",
-        "Subject": "Giấy khai sinh <bản chính> & bản sao",
-        "Language": "vi",
-        "PageAmount": "2",
-        "Description": "Số hóa từ bản gốc",
+    when = "2023-05-12T10:30:00+07:00"
+    assert xmp_properties(build([page, page])) == {
+        "pdfaid:part": "2",
+        "pdfaid:conformance": "B",
+        "dc:format": "application/pdf",
+        "dc:identifier": f"{DOSSIER}.2",
+        "dc:title": "Giấy khai sinh <bản chính> & bản sao",
+        "dc:subject": {"Giấy khai sinh <bản chính> & bản sao"},
+        "dc:description": "Số hóa từ bản gốc",
+        "dc:type": {"KQ.G15.000031"},
+        "dc:source": "123/GKS-UBND",
+        "dc:creator": ["Ủy ban nhân dân xã Tân Lập"],
+        "dc:date": ["2023-05-12"],
+        "dc:language": {"vi"},
+        "xmp:CreateDate": when,
+        "xmp:ModifyDate": when,
+        "xmp:MetadataDate": when,
+        "xmp:CreatorTool": "sohoa",
+        "pdf:Producer": "sohoa",
     }
 
 
-def test_xmp_declares_its_own_schema_for_pdfa(pages: dict[str, Image.Image]) -> None:
-    xmp = xmp_of(build([encode_page(pages["note"], 300, "text")], PdfMetadata()))
-    names = [e.text for e in xmp.iter("{http://www.aiim.org/pdfa/ns/property#}name")]
-    assert names == [
-        "FileCode", "DocOrdinal", "TypeName", "CodeNumber", "CodeNotation", "IssuedDate",
-        "OrganName", "Subject", "Language", "PageAmount", "Description",
-    ]  # fmt: skip
-    values = {e.tag for e in xmp.iter() if e.tag.startswith("{" + DECREE30_NS)}
-    assert values == {f"{{{DECREE30_NS}}}Language", f"{{{DECREE30_NS}}}PageAmount"}
+def test_xmp_without_metadata_holds_only_what_the_writer_knows(
+    pages: dict[str, Image.Image],
+) -> None:
+    meta = PdfMetadata(created=META.created)
+    properties = xmp_properties(build([encode_page(pages["note"], 300, "text")], meta))
+    assert {k: v for k, v in properties.items() if not k.startswith("xmp:")} == {
+        "pdfaid:part": "2",
+        "pdfaid:conformance": "B",
+        "dc:format": "application/pdf",
+        "dc:title": "Document",
+        "dc:language": {"vi"},
+        "pdf:Producer": "sohoa",
+    }
+
+
+def test_the_seal_step_metadata_keeps_to_what_the_xmp_held(pages: dict[str, Image.Image]) -> None:
+    """What sealing passes (agent/capture/sealing.py): the dossier code, the type, and the
+    digitized document code as the description; no other personal data appears."""
+    meta = PdfMetadata(
+        file_code=DOSSIER, type_name="KQ.G15.000031", page_amount=1,
+        description="001090012345.KQ.G15.000031",
+    )  # fmt: skip
+    pdf = build([encode_page(pages["note"], 300, "text")], meta)
+    assert_pdfa(pdf)
+    properties = xmp_properties(pdf)
+    assert {k: v for k, v in properties.items() if k.startswith("dc:")} == {
+        "dc:format": "application/pdf",
+        "dc:identifier": DOSSIER,
+        "dc:title": "KQ.G15.000031",
+        "dc:description": "001090012345.KQ.G15.000031",
+        "dc:type": {"KQ.G15.000031"},
+        "dc:language": {"vi"},
+    }
+    with pikepdf.open(io.BytesIO(pdf)) as document:  # the owner id stays out of /Info
+        assert not [v for v in document.docinfo.values() if "001090012345" in str(v)]
+
+
+@pytest.mark.parametrize(
+    ("number", "notation", "source"),
+    [
+        ("123", "123/GKS-UBND", "123/GKS-UBND"),
+        ("45", "QĐ-UBND", "45/QĐ-UBND"),
+        (None, "QĐ-UBND", "QĐ-UBND"),
+        ("45", None, "45"),
+        (None, None, None),
+    ],
+)
+def test_number_and_notation_read_as_the_paper_prints_them(
+    pages: dict[str, Image.Image], number: str | None, notation: str | None, source: str | None
+) -> None:
+    meta = PdfMetadata(code_number=number, code_notation=notation)
+    pdf = build([encode_page(pages["note"], 300, "text")], meta)
+    assert xmp_properties(pdf).get("dc:source") == source
+    assert_pdfa(pdf)
+
+
+@pytest.mark.parametrize(
+    ("issued", "dc_date"),
+    [
+        ("2023-05-12", ["2023-05-12"]),
+        ("2023-05", ["2023-05"]),
+        ("1994", ["1994"]),
+        ("2023-02-30", None),  # no such day
+        ("2023-13", None),
+        ("12/05/2023", None),  # as officers write it: kept in the JSON only
+        ("", None),
+    ],
+)
+def test_only_a_real_xmp_date_goes_into_dc_date(
+    pages: dict[str, Image.Image], issued: str, dc_date: list[str] | None
+) -> None:
+    pdf = build([encode_page(pages["note"], 300, "text")], PdfMetadata(issued_date=issued))
+    assert xmp_properties(pdf).get("dc:date") == dc_date
+    assert_pdfa(pdf)
 
 
 def test_info_dictionary_holds_vietnamese_title_and_dates(pages: dict[str, Image.Image]) -> None:
-    meta = PdfMetadata(title="Giấy chứng nhận (bản sao) \\ số 5", created=META.created)
+    meta = PdfMetadata(
+        title="Giấy chứng nhận (bản sao) \\ số 5", organ_name=META.organ_name, created=META.created
+    )
     document = pdfium.PdfDocument(build([encode_page(pages["note"], 300, "text")], meta))
     info = document.get_metadata_dict()
-    assert (info["Title"], info["Producer"], info["CreationDate"], info["ModDate"]) == (
-        "Giấy chứng nhận (bản sao) \\ số 5",
-        "sohoa",
-        "D:20230512103000+07'00'",
-        "D:20230512103000+07'00'",
-    )
+    assert {key: value for key, value in info.items() if value} == {
+        "Title": "Giấy chứng nhận (bản sao) \\ số 5",
+        "Author": "Ủy ban nhân dân xã Tân Lập",
+        "Creator": "sohoa",
+        "Producer": "sohoa",
+        "CreationDate": "D:20230512103000+07'00'",
+        "ModDate": "D:20230512103000+07'00'",
+    }
 
 
 def test_file_has_pdfa_header_id_output_intent_and_a_true_xref(
@@ -376,3 +464,63 @@ def test_created_defaults_to_now_in_utc(pages: dict[str, Image.Image]) -> None:
     xmp = xmp_of(build([encode_page(pages["note"], 300, "text")], PdfMetadata()))
     created = datetime.fromisoformat(xmp.findtext(".//xmp:CreateDate", namespaces=NS) or "")
     assert before <= created <= datetime.now(UTC)
+
+
+def every_kind_of_page(pages: dict[str, Image.Image], profile: str) -> list[EncodedPage]:
+    """Every page the writer gets in one profile: text, receipt, colour, a bilevel scan,
+    and in ``color`` the scanner's own JPEGs (grey, colour, progressive), wrapped as they are."""
+    sources = [pages["letter"], pages["receipt"], pages["colour"], pages["note"].convert("1")]
+    encoded = [encode_page(source, 300, profile) for source in sources]
+    if profile == "color":
+        for mode, progressive in (("L", False), ("RGB", False), ("RGB", True)):
+            jpeg = io.BytesIO()
+            pages["colour"].convert(mode).save(jpeg, "JPEG", quality=80, progressive=progressive)
+            encoded.append(wrap_jpeg(jpeg.getvalue(), 300))
+    return encoded
+
+
+@pytest.mark.parametrize("meta", [FULL_META, PdfMetadata()], ids=["most-metadata", "no-metadata"])
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_passes_the_pdfa_2b_validator(
+    pages: dict[str, Image.Image], profile: str, meta: PdfMetadata
+) -> None:
+    assert_pdfa(build(every_kind_of_page(pages, profile), meta))
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        FULL_META.title,
+        "Tờ khai đăng ký khai sinh\r\nỦy ban nhân dân phường Hưng Đạo",
+        'Đơn đề nghị <cấp lại> & "xác nhận" \\ số 7\x07',  # a control character: neither XMP nor /Info keeps it
+    ],
+)
+def test_vietnamese_titles_agree_in_info_and_xmp(pages: dict[str, Image.Image], title: str) -> None:
+    pdf = build([encode_page(pages["note"], 300, "text")], replace(FULL_META, title=title))
+    assert_pdfa(pdf)
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        assert str(document.docinfo["/Title"]) == title.replace("\x07", "")
+
+
+def test_the_checks_catch_an_extension_schema_and_a_stale_title(
+    pages: dict[str, Image.Image],
+) -> None:
+    """The two checks above can fail: the old custom namespace, and /Info out of step."""
+    pdf = build([encode_page(pages["note"], 300, "text")], FULL_META)
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        packet = document.Root.Metadata.read_bytes().replace(
+            b"<dc:format>",
+            b'<vnarc:FileCode xmlns:vnarc="https://sohoa.vn/ns/decree30/1.0/">'
+            + DOSSIER.encode()
+            + b"</vnarc:FileCode><dc:format>",
+        )
+        document.Root.Metadata.write(packet)
+        document.docinfo["/Title"] = pikepdf.String("Giấy tờ khác")
+        out = io.BytesIO()
+        document.save(out)
+    findings = pdfa_findings(out.getvalue())
+    assert findings and all("6.6.2.3.1-1" in finding for finding in findings), findings
+    assert any("vnarc:FileCode" in finding for finding in findings)
+    assert info_xmp_mismatches(out.getvalue()) == [
+        f"/Title 'Giấy tờ khác' but XMP dc:title {FULL_META.title!r}"
+    ]
