@@ -19,6 +19,7 @@ from agent.config import Config
 from device.host import read_host_health
 from device.serial import modem_signal
 from sync import __version__
+from sync.mqtt.ledbat import LinkEstimate
 from sync.spool.store import Spool
 from sync.telemetry import LinkState, build_health
 
@@ -49,6 +50,7 @@ def health_payload(
     errors: Sequence[str],
     receipt_keys: Sequence[str] = (),
     rate_bps: float | None = None,
+    link: LinkEstimate | None = None,
 ) -> bytes:
     """The retained health JSON for this device, as bytes."""
     host = read_host_health(cfg.home)
@@ -64,7 +66,15 @@ def health_payload(
         capture=spool.batch_stats(day_start),
         disk_free_bytes=host.disk_free_bytes,
         cpu_temp_c=host.cpu_temp_c,
-        link=LinkState(rtt_ms=rtt_ms, modem_signal_dbm=modem, rate_bps=rate_bps),
+        link=LinkState(
+            rtt_ms=rtt_ms,
+            modem_signal_dbm=modem,
+            rate_bps=rate_bps,
+            estimate_bps=link.rate_bps if link else None,
+            base_rtt_ms=link.base_rtt_ms if link else None,
+            queue_delay_ms=link.queue_delay_ms if link else None,
+            window_bytes=link.window_bytes if link else None,
+        ),
         clock_synced=host.clock_synced,
         cert_expiry=certificate_expiry(cfg.path(cfg.broker.cert) if cfg.broker.cert else None),
         recent_errors=list(errors),

@@ -25,8 +25,10 @@ MAX_JSON = 256 * 1024
 MAX_JSON_DEPTH = 16  # our messages nest 3 deep; json.loads recurses per level
 _ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 DOC_TOPIC = re.compile(
-    rf"^{ROOT}/d/(?P<device>{_ID})/doc/(?P<doc>{_ID})/(?P<kind>m|q|s/(?P<n>\d{{1,7}}))$"
+    rf"^{ROOT}/d/(?P<device>{_ID})/doc/(?P<doc>{_ID})/"
+    r"(?P<kind>m|q|s/(?P<n>\d{1,7})|p/(?P<pn>\d{1,7})/(?P<off>\d{1,8}))$"
 )
+MAX_PARTIAL = 1024  # entries of a receipt's partial list
 DEVICE_TOPIC = re.compile(rf"^{ROOT}/d/(?P<device>{_ID})/(?P<kind>state|health|rcpt|cmd)$")
 
 
@@ -58,6 +60,11 @@ def segment_topic(device: str, doc: str, n: int) -> str:
     return f"{ROOT}/d/{device}/doc/{doc}/s/{n}"
 
 
+def piece_topic(device: str, doc: str, n: int, offset: int) -> str:
+    """Bytes ``offset``… of segment n: a slow link sends a segment in pieces."""
+    return f"{ROOT}/d/{device}/doc/{doc}/p/{n}/{offset}"
+
+
 def query_topic(device: str, doc: str) -> str:
     return f"{ROOT}/d/{device}/doc/{doc}/q"
 
@@ -82,17 +89,22 @@ ENROL_TOPIC = re.compile(rf"^{ROOT}/enroll/(?P<device>{_ID})/req$")
 class DocTopic:
     device: str
     doc: str
-    kind: str  # "m" | "q" | "s"
+    kind: str  # "m" | "q" | "s" | "p"
     segment: int | None = None
+    offset: int | None = None  # of a piece ("p") within its segment
 
 
 def parse_doc_topic(topic: str) -> DocTopic:
     m = DOC_TOPIC.match(topic)
     if m is None:
-        raise ProtocolError("topic does not have the shape sohoa/v1/d/{device}/doc/{doc}/{m|q|s/n}")
+        raise ProtocolError(
+            "topic does not have the shape sohoa/v1/d/{device}/doc/{doc}/{m|q|s/n|p/n/offset}"
+        )
     kind = m["kind"]
     if kind.startswith("s/"):
         return DocTopic(m["device"], m["doc"], "s", int(m["n"]))
+    if kind.startswith("p/"):
+        return DocTopic(m["device"], m["doc"], "p", int(m["pn"]), int(m["off"]))
     return DocTopic(m["device"], m["doc"], kind)
 
 
@@ -174,6 +186,9 @@ class Receipt:
     sig: str = ""
     query: str | None = None  # the nonce of the query this answers; None when unasked
     kid: str | None = None  # the receipt key that signed it; None from older warehouses
+    # of the missing segments, those partly received in pieces: (segment, bytes held
+    # from its start), so that the device resumes inside a segment
+    partial: tuple[tuple[int, int], ...] = ()
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -190,6 +205,8 @@ class Receipt:
         }
         if self.kid is not None:  # signed with the rest; absent from receipts before kids
             body["kid"] = self.kid
+        if self.partial:  # only ever for a device that sends pieces: older ones never see it
+            body["partial"] = [list(p) for p in self.partial]
         return body
 
     def to_bytes(self) -> bytes:
@@ -228,9 +245,27 @@ def parse_receipt(payload: bytes) -> Receipt:
             sig=str(obj["sig"]),
             query=_nonce(obj.get("query")),
             kid=_kid(obj.get("kid")),
+            partial=_partial(obj.get("partial")),
         )
     except KeyError as exc:
         raise ProtocolError(f"receipt lacks field {exc.args[0]!r}") from None
+
+
+def _partial(value: object) -> tuple[tuple[int, int], ...]:
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_PARTIAL
+        or not all(
+            isinstance(p, list)
+            and len(p) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in p)
+            for p in value
+        )
+    ):
+        raise ProtocolError("receipt 'partial' is not a list of [segment, bytes] pairs")
+    return tuple((p[0], p[1]) for p in value)
 
 
 def _kid(value: object) -> str | None:

@@ -19,6 +19,12 @@ class LinkState:
     rtt_ms: float | None = None
     modem_signal_dbm: int | None = None
     rate_bps: float | None = None  # the uploader's measured goodput
+    # the rate controller's view (sync.mqtt.ledbat): the link's delivery rate, its
+    # base round trip and the queueing delay the upload adds, and the window
+    estimate_bps: float | None = None
+    base_rtt_ms: float | None = None
+    queue_delay_ms: float | None = None
+    window_bytes: int | None = None
 
 
 def build_health(
@@ -60,6 +66,10 @@ def build_health(
             "rtt_ms": link.rtt_ms,
             "modem_signal_dbm": link.modem_signal_dbm,
             "rate_bps": None if link.rate_bps is None else round(link.rate_bps),
+            "estimate_bps": None if link.estimate_bps is None else round(link.estimate_bps),
+            "base_rtt_ms": link.base_rtt_ms,
+            "queue_delay_ms": link.queue_delay_ms,
+            "window_bytes": link.window_bytes,
         },
         "clock_synced": clock_synced,
         "cert_expiry": cert_expiry,

@@ -1,17 +1,26 @@
-"""Store-and-forward upload of sealed envelopes from the spool.
+"""Store-and-forward upload of sealed envelopes from the spool, pipelined and self-tuned.
 
 A document moves to ``stored`` only on a warehouse receipt that verifies
-against a receipt key the device accepts (``sync.receipt_keys``: the key of the
-pinned warehouse.pub, or the set a signed rotation command put in its place); a
-broker PUBACK is not a delivery. Commands arrive on the same link and go to the
+against a receipt key the device accepts (``sync.receipt_keys``); a broker
+PUBACK is not a delivery. Commands arrive on the same link and go to the
 ``on_command`` handler in the order they came, so a rotation applies before the
 receipts that follow it.
 
-After any reconnect the uploader asks the warehouse what it holds (``q``) and
-sends only the missing segments; each query carries a nonce that the answer
-echoes, so a "missing" list queued in the broker from before the reconnect is
-ignored. A new document goes out without a query: the warehouse answers once it
-has it all.
+Several documents are in flight at once, bounded by bytes in flight rather than
+by a count: while one waits for its receipt the next is already on its way, and
+receipts are matched to their document whatever order they come in. Documents
+start in the spool's order (cover-sheet class first, smaller first) and their
+messages go in that order. How many bytes may be in flight, how fast they are
+paced and how large one message is come from the delay-based controller
+(``sync.mqtt.ledbat``), which lives across connections; ``bandwidth_kbps``
+only caps it. A segment larger than a message the link suits goes in pieces.
+
+After any reconnect the uploader asks the warehouse what it holds (``q``) of a
+document it had begun and sends only what is missing, from inside a segment
+when the answer says the warehouse holds its start; each query carries a nonce
+that the answer echoes, so an answer queued in the broker from before is
+ignored. A link that stops acknowledging without a reset is given up after
+``stall_after`` seconds (``LinkStalled``), so the caller reconnects.
 """
 
 from __future__ import annotations
@@ -19,16 +28,17 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.envelope.header import Header, manifest_bytes
+from sync.envelope.header import manifest_bytes
 from sync.envelope.reader import read_header, read_prefix, read_segment
 from sync.errors import BrokerError
 from sync.mqtt.acks import PendingPublish
+from sync.mqtt.ledbat import Ledbat, Ticket
 from sync.mqtt.link import Link
 from sync.protocol import (
     ProtocolError,
@@ -37,6 +47,7 @@ from sync.protocol import (
     command_topic,
     manifest_topic,
     parse_receipt,
+    piece_topic,
     query_topic,
     receipt_topic,
     segment_topic,
@@ -44,54 +55,47 @@ from sync.protocol import (
 from sync.receipt_keys import ReceiptKeys, ReceiptVerifier
 from sync.spool.schema import SpoolDoc
 from sync.spool.store import Spool
+from sync.upload_plan import InFlightDoc, Piece, next_piece
 
 log = logging.getLogger("sohoa.uploader")
 
+MAX_ACTIVE_DOCS = 64
+MAX_EARLY_RECEIPTS = 1024  # receipts for documents not in flight, kept until they are
+PENDING_REFRESH_S = 1.0  # how often the spool is asked for new documents
+IDLE_WAIT_S = 0.25
+HEARTBEAT_S = 1.0
+ASK_AFTER_S = 2.0  # the least wait for a receipt before asking; doubles each time
 
-class TokenBucket:
-    """Caps the upload rate so that the office's link stays usable (0 = no cap)."""
 
-    def __init__(
-        self,
-        kbps: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        burst_s: float = 0.25,
-    ) -> None:
-        self.rate = kbps * 1000 / 8
-        self.capacity = max(self.rate * burst_s, 4096.0)
-        self.tokens = self.capacity
-        self.clock = clock
-        self.sleep = sleep
-        self.last = clock()
-
-    def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        self.tokens -= n
-        if self.tokens < 0:
-            self.sleep(-self.tokens / self.rate)
+class LinkStalled(BrokerError):
+    """The link stopped carrying bytes without a reset: drop it, do not wait on it."""
 
 
 @dataclass
 class UploadStats:
     stored: int = 0
     rejected: int = 0
-    segments_sent: int = 0
-    bytes_sent: int = 0
+    segments_sent: int = 0  # segments sent out in full (whole, or their last piece)
+    messages_sent: int = 0  # segment and piece messages
+    bytes_sent: int = 0  # envelope bytes in them
     bad_messages: int = 0  # malformed or failing messages dropped
+    stalls: int = 0
     rejections: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class UploadSettings:
     device_id: str
-    window: int = 64
+    window: int = 64  # messages in flight, at most (the controller decides the bytes)
     receipt_timeout_s: float = 30.0
-    bandwidth_kbps: int = 0
+    bandwidth_kbps: int = 0  # an upper cap; 0 = as fast as the link allows
+
+
+@dataclass
+class _Flight:
+    pending: PendingPublish
+    ticket: Ticket
+    doc: InFlightDoc | None
 
 
 class Uploader:
@@ -105,6 +109,7 @@ class Uploader:
         on_command: Callable[[bytes], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         heartbeat: Callable[[], object] = lambda: None,
+        control: Ledbat | None = None,
     ) -> None:
         self.link = link
         self.spool = spool
@@ -117,11 +122,18 @@ class Uploader:
         self.on_command = on_command
         self.clock = clock
         self.heartbeat = heartbeat  # called while it works (systemd's watchdog)
-        self.bucket = TokenBucket(settings.bandwidth_kbps)
+        self.control = control or Ledbat(time.monotonic, cap_kbps=settings.bandwidth_kbps)
         self.stats = UploadStats()
-        self._receipts: dict[str, Receipt] = {}
-        self._started: set[str] = set()
-        self._asked: dict[str, str] = {}  # doc -> nonce of the last query
+        self._receipts: OrderedDict[str, Receipt] = OrderedDict()
+        self._active: OrderedDict[str, InFlightDoc] = OrderedDict()
+        self._flights: deque[_Flight] = deque()
+        self._in_flight = 0  # bytes
+        self._next_send = 0.0
+        self._last_progress = time.monotonic()
+        self._rejected: set[str] = set()
+        self._queue: deque[SpoolDoc] = deque()
+        self._queue_at = -float("inf")
+        self._beat_at = -float("inf")
 
     def start(self) -> None:
         if self.on_command is not None:  # first, so that a retained rotation comes first
@@ -132,7 +144,190 @@ class Uploader:
         """Handle what arrived (commands, receipts) while there is nothing to upload."""
         self._pump(timeout_s)
 
-    # -- receipts --------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------
+
+    def drain(self, deadline: float) -> tuple[int, int]:
+        """Upload every pending document until done or ``deadline``.
+
+        Returns (pending left, rejected)."""
+        while self.clock() < deadline:
+            self._beat()
+            self._settle_flights()
+            self._pump(0)
+            self._apply_receipts()
+            self._admit()
+            if not self._active:
+                break
+            self._ask_the_quiet()
+            wait = self._send()
+            self.link.wait_activity(min(wait, max(deadline - self.clock(), 0.0)))
+        left = [d for d in self.spool.pending() if d.doc_id not in self._rejected]
+        return len(left), len(self._rejected)
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now - self._beat_at >= HEARTBEAT_S:
+            self._beat_at = now
+            self.heartbeat()
+
+    # -- documents in and out ------------------------------------------------------
+
+    def _admit(self) -> None:
+        """Start the next documents once those in flight have nothing left to send."""
+        if any(d.todo for d in self._active.values()) or len(self._active) >= MAX_ACTIVE_DOCS:
+            return
+        now = time.monotonic()
+        if not self._queue and now - self._queue_at >= PENDING_REFRESH_S:
+            self._queue_at = now
+            self._queue.extend(self.spool.pending())
+        while self._queue and len(self._active) < MAX_ACTIVE_DOCS:
+            listed = self._queue.popleft()
+            if listed.doc_id in self._active or listed.doc_id in self._rejected:
+                continue
+            doc = self.spool.get(listed.doc_id)  # it may have been stored since it was listed
+            if doc is None or doc.state not in ("queued", "sent"):
+                continue
+            self._begin(doc)
+            if self._active[doc.doc_id].todo:
+                return  # something to send: the next one when this is out
+
+    def _begin(self, doc: SpoolDoc) -> None:
+        log.debug("upload begins doc=%s state=%s", doc.doc_id, doc.state)
+        header = read_header(doc.envelope)
+        d = InFlightDoc(doc, header, read_prefix(doc.envelope))
+        self._active[doc.doc_id] = d
+        self._send_manifest(d)
+        # 'sent' means the upload has begun before: ask the warehouse what it lacks
+        if doc.state == "sent":
+            self._ask(d)
+        else:
+            self.spool.mark_sent(doc.doc_id)
+            d.queue(range(header.segments))
+
+    def _send_manifest(self, d: InFlightDoc) -> None:
+        manifest = manifest_bytes(d.header, d.prefix)
+        self._publish(manifest_topic(self.s.device_id, d.doc_id), manifest, d)
+
+    def _finish(self, d: InFlightDoc) -> None:
+        self._active.pop(d.doc_id, None)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _send(self) -> float:
+        """Send what the window and the pacing allow; seconds until it is worth looking again."""
+        c = self.control
+        while True:
+            doc = next((d for d in self._active.values() if d.todo), None)
+            if doc is None:
+                return IDLE_WAIT_S
+            size = c.piece_size()
+            if self._in_flight and self._in_flight + size > c.window():
+                return IDLE_WAIT_S  # an acknowledgement wakes the loop
+            if len(self._flights) >= self.s.window:
+                return IDLE_WAIT_S
+            now = time.monotonic()
+            if now < self._next_send:
+                return self._next_send - now
+            piece = next_piece(doc, size)
+            assert piece is not None
+            self._send_piece(doc, piece)
+            self._next_send = max(self._next_send, now) + piece.length / c.pacing_rate()
+
+    def _send_piece(self, doc: InFlightDoc, piece: Piece) -> None:
+        if doc.cached is None or doc.cached[0] != piece.n:
+            doc.cached = (piece.n, read_segment(doc.spool.envelope, doc.header, piece.n))
+        data = doc.cached[1][piece.offset : piece.offset + piece.length]
+        dev, doc_id = self.s.device_id, doc.doc_id
+        topic = (
+            segment_topic(dev, doc_id, piece.n)
+            if piece.whole
+            else piece_topic(dev, doc_id, piece.n, piece.offset)
+        )
+        self._publish(topic, data, doc)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += len(data)
+        self.stats.segments_sent += piece.last
+
+    def _publish(self, topic: str, payload: bytes, doc: InFlightDoc | None) -> None:
+        ticket = self.control.ticket(len(payload), self._in_flight + len(payload))
+        pending = self.link.publish_nowait(topic, payload, qos=1)
+        if not self._flights:
+            self._last_progress = time.monotonic()
+        self._flights.append(_Flight(pending, ticket, doc))
+        self._in_flight += len(payload)
+        if doc is not None:
+            doc.outstanding += 1
+            doc.quiet_since = None
+
+    def _settle_flights(self) -> None:
+        """Take the acknowledgements that came; raise if the link failed or stalled."""
+        if not self._flights:
+            return
+        still: deque[_Flight] = deque()
+        for f in self._flights:
+            if not f.pending.done():
+                still.append(f)
+                continue
+            if f.pending.failed:
+                raise BrokerError(
+                    f"the broker did not acknowledge a message ({f.pending.reason})",
+                    "the link dropped; will resume",
+                )
+            self._in_flight -= f.ticket.size
+            self.control.on_ack(f.ticket, f.pending.settled_at)
+            self._last_progress = max(self._last_progress, f.pending.settled_at)
+            if f.doc is not None:
+                f.doc.outstanding -= 1
+                if not f.doc.outstanding and not f.doc.todo:
+                    f.doc.quiet_since = time.monotonic()
+        self._flights = still
+        self._check_stall()
+
+    def _check_stall(self) -> None:
+        if not self._flights:
+            return
+        quiet = time.monotonic() - self._last_progress
+        limit = self.control.stall_after()
+        if quiet > limit:
+            self.stats.stalls += 1
+            self.control.on_stall()
+            raise LinkStalled(
+                f"the link carried no acknowledgement for {quiet:.1f} s"
+                f" with {len(self._flights)} message(s) outstanding",
+                "the link stalled without a reset; reconnecting (the spool keeps the data)",
+            )
+
+    # -- queries -------------------------------------------------------------------------
+
+    def _ask(self, d: InFlightDoc) -> None:
+        nonce = secrets.token_hex(8)
+        d.asked, d.asked_at = nonce, time.monotonic()
+        earlier = self._receipts.get(d.doc_id)
+        if earlier is not None and earlier.status == "missing":
+            del self._receipts[d.doc_id]  # a list from before this question is stale
+        log.debug("asking the warehouse doc=%s", d.doc_id)
+        q = Query(d.header.ciphertext_sha256, d.header.segments, nonce)
+        self._publish(query_topic(self.s.device_id, d.doc_id), q.to_bytes(), None)
+
+    def _ask_the_quiet(self) -> None:
+        """Once every message of a document is out, the warehouse answers by itself; ask
+        only when it stays quiet (a message was lost on the way, or the warehouse was
+        away), and again, less and less often, up to ``receipt_timeout_s`` apart."""
+        now = time.monotonic()
+        srtt = self.control.srtt or 0.5
+        for d in self._active.values():
+            if d.todo or d.outstanding:
+                continue
+            wait = min(self.s.receipt_timeout_s, max(ASK_AFTER_S, 4 * srtt) * 2**d.asks)
+            since = d.asked_at if d.asked is not None else d.quiet_since
+            if since is not None and now - since >= wait:
+                d.asks += 1
+                # the manifest again too: it may be what was lost (a worker that went
+                # away with its share of the messages), and it is small
+                self._send_manifest(d)
+                self._ask(d)
+
+    # -- receipts ------------------------------------------------------------------------
 
     def _pump(self, timeout_s: float) -> None:
         """Take messages off the link; keep the verified receipts."""
@@ -161,140 +356,44 @@ class Uploader:
         if refusal is not None:
             log.error("receipt refused doc=%s status=%s reason=%s", r.doc, r.status, refusal)
             return
-        if r.status == "missing" and r.query is not None and r.query != self._asked.get(r.doc):
+        active = self._active.get(r.doc)
+        asked = active.asked if active is not None else None
+        if r.status == "missing" and r.query is not None and r.query != asked:
             return  # the answer to an older query, queued while this device was away
         self._receipts[r.doc] = r
+        self._receipts.move_to_end(r.doc)
+        while len(self._receipts) > MAX_EARLY_RECEIPTS:
+            self._receipts.popitem(last=False)
 
-    def _await_receipt(self, doc_id: str, timeout_s: float) -> Receipt | None:
-        deadline = self.clock() + timeout_s
-        while True:
-            r = self._receipts.pop(doc_id, None)
-            if r is not None:
-                return r
-            left = deadline - self.clock()
-            if left <= 0:
-                return None
-            if not self.link.connected:
-                raise BrokerError(
-                    "connection to the broker lost while waiting for a receipt", "will retry"
-                )
-            self._pump(min(left, 0.5))
+    def _apply_receipts(self) -> None:
+        for doc_id in [k for k in self._receipts if k in self._active]:
+            self._on_receipt(self._active[doc_id], self._receipts.pop(doc_id))
 
-    # -- sending ---------------------------------------------------------------
-
-    def _send_segments(self, doc: SpoolDoc, header: Header, which: Iterable[int]) -> None:
-        window: deque[PendingPublish] = deque()
-        for n in which:
-            if n >= header.segments:
-                continue
-            data = read_segment(doc.envelope, header, n)
-            self.bucket.take(len(data))
-            window.append(
-                self.link.publish_nowait(
-                    segment_topic(self.s.device_id, doc.doc_id, n), data, qos=1
-                )
-            )
-            self.stats.segments_sent += 1
-            self.stats.bytes_sent += len(data)
-            while len(window) >= self.s.window or (window and window[0].done()):
-                self._settle(window.popleft())
-            if self._receipts:
-                self._pump(0)
-        while window:
-            self._settle(window.popleft())
-
-    def _settle(self, p: PendingPublish) -> None:
-        if not p.wait(self.s.receipt_timeout_s) or p.failed:
-            raise BrokerError(
-                "the broker did not acknowledge a segment", "the link dropped; will resume"
-            )
-
-    def _ask(self, doc_id: str, header: Header) -> None:
-        nonce = secrets.token_hex(8)
-        self._asked[doc_id] = nonce
-        earlier = self._receipts.get(doc_id)
-        if earlier is not None and earlier.status == "missing":
-            del self._receipts[doc_id]  # a list from before this question is stale
-        q = Query(header.ciphertext_sha256, header.segments, nonce)
-        self.link.publish(query_topic(self.s.device_id, doc_id), q.to_bytes(), qos=1)
-
-    def upload(self, doc: SpoolDoc, deadline: float = float("inf")) -> str:
-        """Deliver one document by ``deadline``; return "stored", "rejected" or "pending"."""
-        header = read_header(doc.envelope)
-        prefix = read_prefix(doc.envelope)
-        manifest = self.link.publish_nowait(
-            manifest_topic(self.s.device_id, doc.doc_id), manifest_bytes(header, prefix), qos=1
-        )
-        # 'sent' means the upload has begun: after a reconnect or a restart the
-        # uploader asks the warehouse first and sends only what it lacks
-        ask = doc.state == "sent" or doc.doc_id in self._started
-        self._started.add(doc.doc_id)
-        if not ask:
-            self.spool.mark_sent(doc.doc_id)
-            self._send_segments(doc, header, range(header.segments))
-        self._settle(manifest)
-        for _attempt in range(1000):
-            self.heartbeat()
-            if self.clock() >= deadline:
-                return "pending"
-            if ask:
-                self._ask(doc.doc_id, header)
-            # once every segment is out, the warehouse answers by itself: ask only
-            # when it stays quiet (a segment was lost or dropped on the way)
-            wait = self.s.receipt_timeout_s if ask else self.s.receipt_timeout_s / 2
-            r = self._await_receipt(doc.doc_id, wait)
-            if r is None:
-                if ask:
-                    return "pending"
-                ask = True
-                continue
-            if r.status == "stored":
-                if r.ciphertext_sha256 != header.ciphertext_sha256:
-                    log.error("receipt for a different ciphertext ignored doc=%s", doc.doc_id)
-                    return "pending"
-                self.spool.mark_stored(doc.doc_id, r.to_bytes().decode())
-                self._started.discard(doc.doc_id)
-                self.stats.stored += 1
-                return "stored"
-            if r.status == "rejected" and r.ciphertext_sha256 != header.ciphertext_sha256:
+    def _on_receipt(self, d: InFlightDoc, r: Receipt) -> None:
+        log.debug("receipt doc=%s status=%s missing=%d", d.doc_id, r.status, len(r.missing))
+        ciphertext = d.header.ciphertext_sha256
+        if r.status == "stored":
+            if r.ciphertext_sha256 != ciphertext:
+                log.error("receipt for a different ciphertext ignored doc=%s", d.doc_id)
+                return
+            self.spool.mark_stored(d.doc_id, r.to_bytes().decode())
+            self.stats.stored += 1
+            self._finish(d)
+        elif r.status == "rejected":
+            if r.ciphertext_sha256 != ciphertext:
                 # earned by a message that was not this envelope (garbage on our topic)
-                log.warning("rejection that does not name this envelope ignored doc=%s", doc.doc_id)
-                ask = True
-                continue
-            if r.status == "rejected":
-                self.stats.rejected += 1
-                self.stats.rejections[doc.doc_id] = r.reason or "no reason given"
-                log.error("warehouse rejected document doc=%s reason=%s", doc.doc_id, r.reason)
-                return "rejected"
-            if not r.missing:  # the warehouse holds every segment but not the manifest
-                self.link.publish(
-                    manifest_topic(self.s.device_id, doc.doc_id),
-                    manifest_bytes(header, prefix),
-                    qos=1,
-                )
-            self._send_segments(doc, header, r.missing)
-            ask = not r.missing
-        return "pending"
-
-    def drain(self, deadline: float) -> tuple[int, int]:
-        """Upload every pending document until done or ``deadline``.
-
-        Returns (pending left, rejected)."""
-        rejected: set[str] = set()
-        while self.clock() < deadline:
-            self.heartbeat()
-            todo = [d for d in self.spool.pending() if d.doc_id not in rejected]
-            if not todo:
-                break
-            progressed = False
-            for doc in todo:
-                if self.clock() >= deadline:
-                    break
-                status = self.upload(doc, deadline)
-                if status == "rejected":
-                    rejected.add(doc.doc_id)
-                progressed = progressed or status != "pending"
-            if not progressed:
-                self._pump(0.5)
-        left = [d for d in self.spool.pending() if d.doc_id not in rejected]
-        return len(left), len(rejected)
+                log.warning("rejection that does not name this envelope ignored doc=%s", d.doc_id)
+                self._ask(d)
+                return
+            self.stats.rejected += 1
+            self.stats.rejections[d.doc_id] = r.reason or "no reason given"
+            self._rejected.add(d.doc_id)
+            log.error("warehouse rejected document doc=%s reason=%s", d.doc_id, r.reason)
+            self._finish(d)
+        else:
+            d.asked, d.asks = None, 0
+            # nothing missing: it holds every segment but not the manifest; everything
+            # missing: it may not hold the manifest either (it went while it was away)
+            if not r.missing or (len(r.missing) >= d.header.segments and not r.partial):
+                self._send_manifest(d)
+            d.queue(r.missing, dict(r.partial))

@@ -247,3 +247,72 @@ def test_stop_ends_the_proxy_thread(upstream_factory: Callable[[Handler], Upstre
     assert [t.name for t in threading.enumerate()].count("faultproxy") == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", proxy.port), timeout=1)
+
+
+# -- shared-buffer mode: one modem buffer for every connection ---------------------------
+
+
+def probe_rtt(s: socket.socket) -> float:
+    t0 = time.monotonic()
+    s.sendall(b"p" * 64)
+    got = b""
+    while len(got) < 64:
+        got += s.recv(64 - len(got))
+    return time.monotonic() - t0
+
+
+def test_a_bulk_upload_fills_the_shared_buffer_and_delays_another_connection(
+    upstream_factory: Callable[[Handler], Upstream],
+) -> None:
+    timings: list[float] = []
+    sink = upstream_factory(sink_timed(timings))
+    probe_up = upstream_factory(echo)
+    # 512 kbit/s = 64 kB/s; a 32 kB buffer adds 0.5 s to whatever waits behind it
+    with FaultProxy(sink.address, bandwidth_kbps=512, latency_ms=20, buffer_bytes=32_000) as proxy:
+        probe = socket.create_connection(("127.0.0.1", proxy.add_route(probe_up.address)))
+        probe.settimeout(10)
+        idle = min(probe_rtt(probe) for _ in range(3))
+        bulk = connect(proxy)
+        bulk.sendall(b"x" * 200_000)  # lands in the kernel buffers; the proxy takes 32 kB
+        wait_until(lambda: proxy.queued_bytes >= 30_000, 5, "the shared buffer fills")
+        busy = probe_rtt(probe)
+        bulk.close()
+        probe.close()
+    assert idle < 0.2
+    assert 0.35 < busy - idle < 1.0, f"probe rtt idle {idle:.3f} s, behind the upload {busy:.3f} s"
+
+
+def test_shared_buffer_mode_still_holds_the_rate(
+    upstream_factory: Callable[[Handler], Upstream],
+) -> None:
+    timings: list[float] = []
+    sink = upstream_factory(sink_timed(timings))
+    with FaultProxy(sink.address, bandwidth_kbps=1024, buffer_bytes=64_000) as proxy:
+        with connect(proxy) as s:
+            s.sendall(b"x" * SIZE)
+        wait_until(lambda: len(timings) == 2, 10, "the sink saw EOF")
+    seconds, total = timings
+    assert total == SIZE
+    assert 1.0 < seconds < 1.6, f"{SIZE} bytes at 1024 kbit/s took {seconds:.2f} s"
+
+
+def answers(proxy: FaultProxy) -> bool:
+    try:
+        with connect(proxy) as s:
+            return round_trip(s) >= 0
+    except OSError:
+        return False
+
+
+def test_after_a_cut_the_link_stays_down_for_down_s(
+    upstream_factory: Callable[[Handler], Upstream],
+) -> None:
+    up = upstream_factory(echo)
+    with FaultProxy(up.address, down_s=0.6) as proxy:
+        with connect(proxy) as s:
+            round_trip(s)
+            proxy.cut()
+        refused_until = time.monotonic() + 0.5
+        while time.monotonic() < refused_until:
+            assert not answers(proxy)
+        wait_until(lambda: answers(proxy), 2, "the link is back")

@@ -36,7 +36,7 @@ from sync.protocol import (
     sign_receipt,
 )
 from sync.spool.store import Spool
-from sync.uploader import TokenBucket, Uploader, UploadSettings
+from sync.uploader import Uploader, UploadSettings
 from tests.support.faultproxy import FaultProxy
 from tests.support.mqtt import Broker, make_tls, start_mosquitto
 from tests.support.site import Site, make_site
@@ -322,21 +322,6 @@ def test_receipt_that_does_not_verify_never_purges(site: Site) -> None:
         assert spool.purge_expired(0) == 0
         assert [(d.doc_id, d.state) for d in spool.documents()] == [(doc.doc_id, "sent")]
     assert doc.envelope.exists()
-
-
-def test_token_bucket_caps_the_rate() -> None:
-    now = [0.0]
-    slept: list[float] = []
-
-    def sleep(s: float) -> None:
-        slept.append(s)
-        now[0] += s
-
-    bucket = TokenBucket(80, clock=lambda: now[0], sleep=sleep)  # 10 000 bytes/s
-    for _ in range(10):
-        bucket.take(5000)
-    # 50 000 bytes at 10 000 B/s, less the 4096-byte burst
-    assert sum(slept) == pytest.approx((50_000 - 4096) / 10_000)
 
 
 def test_backoff_grows_with_jitter_and_stays_under_its_cap() -> None:

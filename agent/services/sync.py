@@ -29,12 +29,13 @@ from agent.wiring import broker_config, open_spool, reconnect_delays
 from sync import __version__
 from sync.errors import BrokerError, IncompleteError, SohoaError
 from sync.keys import load_warehouse_public
+from sync.mqtt.ledbat import Ledbat
 from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings, Message
 from sync.protocol import Birth, health_topic, state_topic
 from sync.receipt_keys import DeviceCommands, command_state_path
 from sync.spool.store import Spool
-from sync.uploader import Uploader, UploadSettings
+from sync.uploader import LinkStalled, Uploader, UploadSettings
 
 log = logging.getLogger("sohoa.sync")
 
@@ -103,6 +104,10 @@ class _SyncRun:
     tally: _Tally = field(default_factory=_Tally)
     renewal_checked: float = float("-inf")
     last_rate: float | None = None
+    control: Ledbat | None = None  # the link's learnt rate and delays, across connections
+
+    def __post_init__(self) -> None:
+        self.control = Ledbat(time.monotonic, cap_kbps=self.cfg.sync.bandwidth_kbps)
 
     def maybe_renew(self) -> None:
         """Renew the broker certificate at two thirds of its life (also once it expired:
@@ -116,8 +121,16 @@ class _SyncRun:
     def _health(self, rtt_ms: float | None) -> bytes:
         kids = self.commands.receipt_keys.kids()
         errors = list(self.tally.errors)
+        est = self.control.estimate() if self.control is not None else None
         return health_payload(
-            self.cfg, self.spool, self.started, rtt_ms, errors, kids, rate_bps=self.last_rate
+            self.cfg,
+            self.spool,
+            self.started,
+            rtt_ms,
+            errors,
+            kids,
+            rate_bps=self.last_rate,
+            link=est,
         )
 
     def _uploader(self, link: Link) -> Uploader:
@@ -133,6 +146,7 @@ class _SyncRun:
             on_command=self.commands.apply,
             clock=self._clock,
             heartbeat=lambda: self.notify("WATCHDOG=1"),
+            control=self.control,
         )
 
     def _clock(self) -> float:
@@ -222,13 +236,19 @@ def run_sync(
                 delays = reconnect_delays()
                 if run.upload(link, rtt):
                     return run.tally.outcome(0)
+            except LinkStalled as exc:
+                run.tally.errors.append(exc.message)
+                run.note_link(up=False)
+                log.warning("link stalled reason=%s", exc.message)
+                link.drop()  # a dead link carries no goodbye: reconnect at once
             except BrokerError as exc:
                 run.tally.errors.append(exc.message)
                 run.note_link(up=False)
                 log.warning("link down reason=%s", exc.message)
                 stop.wait(min(next(delays), max(0.0, deadline - time.monotonic())))
             finally:
-                _say_offline(link, cfg.device.id)
+                if link.connected:
+                    _say_offline(link, cfg.device.id)
                 link.close()
         return run.tally.outcome(spool.status().pending_docs)
 

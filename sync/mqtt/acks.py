@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # paho itself is imported by sync.mqtt.link only
@@ -23,6 +24,7 @@ class PendingPublish:
         self._event = threading.Event()
         self._failed = False
         self._reason = ""
+        self.settled_at = 0.0  # time.monotonic() of the acknowledgement
 
     def done(self) -> bool:
         return self._event.is_set()
@@ -44,6 +46,7 @@ class PendingPublish:
         """Settle once: acknowledged when ``reason`` is empty, failed otherwise."""
         if not self._event.is_set():
             self._failed, self._reason, self.refused = bool(reason), reason, refused
+            self.settled_at = time.monotonic()
             self._event.set()
 
 

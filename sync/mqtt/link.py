@@ -50,6 +50,7 @@ class Link:
         self._connack = threading.Event()
         self._up = threading.Event()
         self._gone = threading.Event()
+        self._activity = threading.Event()  # an acknowledgement, a message or a disconnect
         self._refused: ReasonCode | None = None
         self._down_reason = ""
         self._session_present = False
@@ -121,11 +122,13 @@ class Link:
         self._acks.fail_all(reason)
         self._gone.set()
         self._connack.set()
+        self._activity.set()
         if was_up:
             log.info("mqtt link down broker=%s reason=%r", self._where, reason)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, code: ReasonCode, _p: Any) -> None:
         self._acks.settle(mid, [code])
+        self._activity.set()
 
     def _on_subscribe(
         self, _c: mqtt.Client, _u: Any, mid: int, codes: list[ReasonCode], _p: Any
@@ -134,6 +137,7 @@ class Link:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._inbox.put(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+        self._activity.set()
 
     # --- the caller's side ---------------------------------------------------------
 
@@ -292,6 +296,12 @@ class Link:
                 "check the broker ACL for this client's username and topics",
             )
         raise BrokerError(f"{pending.what} failed: {pending.reason}", LINK_HINT)
+
+    def wait_activity(self, timeout_s: float) -> None:
+        """Return when an acknowledgement or a message arrives, the link drops, or after
+        ``timeout_s``; the caller then looks at what changed."""
+        self._activity.wait(max(timeout_s, 0.0))
+        self._activity.clear()
 
     @property
     def queued(self) -> int:

@@ -23,17 +23,14 @@ import contextlib
 import logging
 import shutil
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from sync.durable import atomic_write, file_lock, iso
+from sync.durable import atomic_write, file_lock
 from sync.enrolment import load_enrolled
 from sync.envelope.header import Header, parse_manifest, segment_matches, verify_header
-from sync.envelope.opening import open_data_key, segment_authentic
+from sync.envelope.opening import segment_authentic
 from sync.envelope.payload import PayloadError
 from sync.errors import ArchiveError, EnvelopeError
 from sync.keys import WarehousePrivate
@@ -41,14 +38,14 @@ from sync.mqtt.settings import Message
 from sync.protocol import (
     ProtocolError,
     Query,
-    Receipt,
     parse_doc_topic,
     parse_query,
-    receipt_topic,
-    sign_receipt,
 )
+from sync.warehouse.answers import Answers
 from sync.warehouse.archive import archive_document
+from sync.warehouse.datakeys import DataKeys
 from sync.warehouse.index import DocumentIndex, StoredDocument
+from sync.warehouse.pieces import assemble, drop_pieces, partial_progress, store_piece
 from sync.warehouse.staging import (
     Parked,
     ParkedSegments,
@@ -61,7 +58,6 @@ from sync.warehouse.staging import (
 log = logging.getLogger("sohoa.warehouse")
 
 MAX_SEGMENT = (1 << 22) + 16
-KEY_CACHE = 256  # opened data keys, by document
 MAX_MANIFEST = 2 << 20
 REFUSED = "refused"  # marks a staging folder whose signed manifest was refused
 MAX_MISSING_PER_RECEIPT = 1024  # keeps a receipt a few KB, whatever a query claims
@@ -96,27 +92,11 @@ class Ingest:
         self.staging = self.stage.root
         self.parked = ParkedSegments()
         self._archive_failed: dict[tuple[str, str], float] = {}
-        self._keys: OrderedDict[tuple[str, str, str], tuple[ChaCha20Poly1305, bytes]] = (
-            OrderedDict()
-        )
+        self._data_keys = DataKeys(keys)
+        answers = Answers(keys, clock)
+        self._receipt, self._reject = answers.receipt, answers.reject
 
     # -- helpers ----------------------------------------------------------------
-
-    def _receipt(self, device: str, doc: str, status: str, **kw: object) -> Message:
-        r = Receipt(device=device, doc=doc, status=status, ts=iso(self.clock()), **kw)  # type: ignore[arg-type]
-        signed = sign_receipt(r, self.keys.receipt_key())  # the current generation
-        return Message(receipt_topic(device), signed.to_bytes(), qos=1)
-
-    def _reject(
-        self, device: str, doc: str, reason: str, ciphertext: str | None = None
-    ) -> list[Message]:
-        """A signed rejection. Devices act only on one that names their envelope's
-        ciphertext, so a rejection earned by someone else's garbage changes nothing."""
-        log.warning("rejected device=%s doc=%s reason=%s", device, doc, reason)
-        receipt = self._receipt(
-            device, doc, "rejected", reason=reason, ciphertext_sha256=ciphertext
-        )
-        return [receipt]
 
     def _refuse(self, device: str, doc: str, reason: str, ciphertext: str) -> list[Message]:
         """Reject a signed manifest for good: what was staged goes, later segments are dropped."""
@@ -139,17 +119,6 @@ class Ingest:
             stored_at=rec.stored_at,
         )
 
-    def _aead(self, header: Header, prefix: bytes) -> tuple[ChaCha20Poly1305, bytes]:
-        """The document's data key, opened once per worker (a few hundred kept)."""
-        key = (header.device_id, header.doc_id, header.ciphertext_sha256)
-        hit = self._keys.get(key)
-        if hit is None:
-            hit = open_data_key(header, prefix, self.keys)
-            self._keys[key] = hit
-            if len(self._keys) > KEY_CACHE:
-                self._keys.popitem(last=False)
-        return hit
-
     # -- message handling ----------------------------------------------------------
 
     def handle(self, topic: str, payload: bytes) -> list[Message]:
@@ -165,6 +134,9 @@ class Ingest:
             if t.kind == "s":
                 assert t.segment is not None
                 return self._on_segment(t.device, t.doc, t.segment, payload)
+            if t.kind == "p":
+                assert t.segment is not None and t.offset is not None
+                return self._on_piece(t.device, t.doc, t.segment, t.offset, payload)
             try:
                 q = parse_query(payload)
             except ProtocolError as exc:
@@ -228,7 +200,9 @@ class Ingest:
         existing = self.stage.manifest(device, doc)
         if existing is None or existing[0].ciphertext_sha256 != ciphertext:
             try:
-                self._aead(header, parse_manifest(payload)[1])  # opens, or refused for good
+                self._data_keys.open(
+                    header, parse_manifest(payload)[1]
+                )  # opens, or refused for good
             except EnvelopeError as exc:
                 return self._refuse(device, doc, exc.message, ciphertext)
             full = self.stage.refusal(device, doc, header.ciphertext_size)
@@ -245,8 +219,49 @@ class Ingest:
         atomic_write(d / "manifest", payload, durable=False)
         out: list[Message] = []
         for p in self.parked.take(lambda dv, dc: (dv, dc) == (device, doc), self.clock()):
-            out += self._on_segment(device, doc, p.n, p.payload)
+            out += self._on_parked(p)
         return out or self._try_finish(device, doc)
+
+    def _on_parked(self, p: Parked) -> list[Message]:
+        if p.offset < 0:
+            return self._on_segment(p.device, p.doc, p.n, p.payload)
+        return self._on_piece(p.device, p.doc, p.n, p.offset, p.payload)
+
+    def _waits_for_manifest(self, device: str, doc: str, parked: Parked) -> None:
+        """A segment or piece whose manifest is not staged (yet): kept in memory while
+        its manifest may be on its way through another worker."""
+        # only here the index is asked: a staged manifest means not stored yet
+        if self.index.get(device, doc) is not None:
+            return
+        if load_enrolled(self.s.devices, device) is None:
+            log.warning("segment from a device that is not enrolled ignored device=%s", device)
+            return
+        self.parked.park(parked)
+
+    def _on_piece(self, device: str, doc: str, n: int, offset: int, data: bytes) -> list[Message]:
+        d = self.stage.dir(device, doc)
+        if len(data) > MAX_SEGMENT or n >= self.s.max_segments or (d / REFUSED).exists():
+            return []
+        man = self.stage.manifest(device, doc)
+        if man is None:
+            self._waits_for_manifest(
+                device, doc, Parked(device, doc, n, data, self.clock(), offset)
+            )
+            return []
+        header = man[0]
+        if n >= header.segments or offset + len(data) > header.segment_length(n):
+            log.warning("piece outside its segment ignored device=%s doc=%s n=%d", device, doc, n)
+            return []
+        if (d / segment_name(n)).exists():
+            return []  # a copy of what is staged already
+        store_piece(d, n, offset, data)
+        whole = assemble(d, n, header.segment_length(n))
+        if whole is None:
+            return []
+        try:
+            return self._on_segment(device, doc, n, whole)
+        finally:  # staged, or failed its check: either way the pieces are done with
+            drop_pieces(d, n)
 
     def _on_segment(self, device: str, doc: str, n: int, payload: bytes) -> list[Message]:
         if len(payload) > MAX_SEGMENT or n >= self.s.max_segments:
@@ -257,19 +272,12 @@ class Ingest:
             return []
         man = self.stage.manifest(device, doc)
         if man is None:
-            # only here the index is asked: a staged manifest means not stored yet
-            if self.index.get(device, doc) is not None:
-                return []
-            if load_enrolled(self.s.devices, device) is None:
-                log.warning("segment from a device that is not enrolled ignored device=%s", device)
-                return []
-            # its manifest may be on its way through another worker: wait in memory
-            self.parked.park(Parked(device, doc, n, payload, self.clock()))
+            self._waits_for_manifest(device, doc, Parked(device, doc, n, payload, self.clock()))
             return []
         header, prefix = man
         path = d / segment_name(n)
         if not path.exists():
-            aead, aad = self._aead(header, prefix)
+            aead, aad = self._data_keys.open(header, prefix)
             if not segment_authentic(header, aead, aad, n, payload):
                 log.warning(
                     "segment failed authentication, dropped device=%s doc=%s n=%d", device, doc, n
@@ -291,15 +299,16 @@ class Ingest:
                 lambda device, doc: self.stage.manifest(device, doc) is not None, self.clock()
             )
             for p in ready:
-                out += self.handle_segment(p.device, p.doc, p.n, p.payload)
+                out += self.handle_parked(p)
         return out
 
-    def handle_segment(self, device: str, doc: str, n: int, payload: bytes) -> list[Message]:
-        """``_on_segment`` with ``handle``'s guarantee: a reason, never an exception."""
+    def handle_parked(self, p: Parked) -> list[Message]:
+        """A parked segment or piece, with ``handle``'s guarantee: a reason, never an
+        exception."""
         try:
-            return self._on_segment(device, doc, n, payload)
+            return self._on_parked(p)
         except (EnvelopeError, ValueError, OSError) as exc:
-            log.warning("parked segment dropped device=%s doc=%s reason=%s", device, doc, exc)
+            log.warning("parked segment dropped device=%s doc=%s reason=%s", p.device, p.doc, exc)
             return []
 
     def _on_query(self, device: str, doc: str, q: Query) -> list[Message]:
@@ -322,7 +331,10 @@ class Ingest:
             return self._try_finish(device, doc)
         # a bounded answer: the device sends these, then asks again for the rest
         first = tuple(missing[:MAX_MISSING_PER_RECEIPT])
-        return [self._receipt(device, doc, "missing", missing=first, query=q.nonce)]
+        partial = partial_progress(self.stage.dir(device, doc), first)
+        return [
+            self._receipt(device, doc, "missing", missing=first, query=q.nonce, partial=partial)
+        ]
 
     # -- completion ------------------------------------------------------------
 

@@ -160,6 +160,7 @@ class Parked:
     n: int
     payload: bytes
     at: float
+    offset: int = -1  # a piece of segment n from this byte; -1 for the whole segment
 
 
 class ParkedSegments:
@@ -167,14 +168,14 @@ class ParkedSegments:
 
     def __init__(self, max_bytes: int = PARKED_BYTES, max_age_s: float = PARKED_AGE_S) -> None:
         self.max_bytes, self.max_age_s = max_bytes, max_age_s
-        self._items: OrderedDict[tuple[str, str, int], Parked] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str, int, int], Parked] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
     def park(self, item: Parked) -> None:
-        key = (item.device, item.doc, item.n)
+        key = (item.device, item.doc, item.n, item.offset)
         if key in self._items or len(item.payload) > self.max_bytes:
             return
         self._items[key] = item
@@ -182,7 +183,7 @@ class ParkedSegments:
         while self._bytes > self.max_bytes:
             self._drop(next(iter(self._items)))
 
-    def _drop(self, key: tuple[str, str, int]) -> Parked:
+    def _drop(self, key: tuple[str, str, int, int]) -> Parked:
         item = self._items.pop(key)
         self._bytes -= len(item.payload)
         return item
