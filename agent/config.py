@@ -179,7 +179,7 @@ FIELDS: dict[str, dict[str, Validator]] = {
     },
     "sync": {
         "bandwidth_kbps": valid_int(0, 10_000_000, "kbit/s; 0 = automatic", 0),
-        "window": valid_int(1, 4096, "segments", 64),
+        "window": valid_int(1, 4096, "messages in flight, at most", 64),
         "health_interval_s": valid_int(2, 86400, "seconds", 60),
         "receipt_timeout_s": valid_float(0.0, 3600.0, "seconds", 30.0, above_lo=True),
         "modem_port": valid_device_port,
