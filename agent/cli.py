@@ -29,6 +29,7 @@ from agent.commands import (
 from agent.commands_keys import add_keys
 from agent.commands_pki import add_broker, add_enroll, add_pki
 from agent.commands_ui import add_ui
+from agent.commands_warehouse import add_warehouse_reads
 from agent.config import Config, load_config
 from agent.errors import FAILURES, exit_code_of
 from sync.errors import ExitCode
@@ -84,7 +85,9 @@ def _add_sync(sub: Subparsers) -> None:
 
 
 def _add_warehouse(sub: Subparsers) -> None:
-    s = sub.add_parser("warehouse", help="provincial warehouse: ingest and listing")
+    s = sub.add_parser(
+        "warehouse", help="provincial warehouse: ingest, listing, search, report, export"
+    )
     wsub = s.add_subparsers(dest="wh_cmd", required=True, metavar="WAREHOUSE_COMMAND")
     w = wsub.add_parser("serve", help="run ingest workers")
     w.add_argument(
@@ -103,6 +106,7 @@ def _add_warehouse(sub: Subparsers) -> None:
     w = wsub.add_parser("ls", help="list stored documents")
     w.add_argument("--json", action="store_true", help="print as JSON")
     s.set_defaults(func=cmd_warehouse)
+    add_warehouse_reads(wsub)  # search, report, export: each sets its own handler
 
 
 def _add_fleet(sub: Subparsers) -> None:

@@ -101,3 +101,10 @@ class WarehouseIndexError(SohoaError):
     """The warehouse document index (PostgreSQL) cannot be reached or used."""
 
     exit_code = ExitCode.other
+
+
+class QueryError(SohoaError):
+    """A search, report or export was asked for something it cannot answer: a date that
+    is not a date, a search with no words, a dossier the warehouse does not hold."""
+
+    exit_code = ExitCode.bad_args

@@ -20,6 +20,7 @@ from sync.envelope.payload import unpack_payload
 from sync.envelope.reader import write_envelope
 from sync.errors import ArchiveError, EnvelopeError
 from sync.keys import WarehousePrivate
+from sync.warehouse.catalogue import catalogue_pdf
 from sync.warehouse.index import StoredDocument
 
 
@@ -110,17 +111,20 @@ def archive_document(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     stored_at = meta["stored_at"]
-    return StoredDocument(
-        doc_id=doc,
-        device=device,
-        ciphertext_sha256=header.ciphertext_sha256,
-        stored_at=stored_at,
-        bytes=size,
-        pages=int(meta.get("decree30", {}).get("PageAmount") or 0),
-        pdf_sha256=pdf_sha256,
-        path=str(out_dir / "document.pdf"),
-        dossier_code=meta.get("dossier_code"),
-        doc_type=meta.get("doc_type"),
+    return catalogue_pdf(  # owner, procedure, dates from the metadata; A4 pages from the PDF
+        StoredDocument(
+            doc_id=doc,
+            device=device,
+            ciphertext_sha256=header.ciphertext_sha256,
+            stored_at=stored_at,
+            bytes=size,
+            pages=int(meta.get("decree30", {}).get("PageAmount") or 0),
+            pdf_sha256=pdf_sha256,
+            path=str(out_dir / "document.pdf"),
+            dossier_code=meta.get("dossier_code"),
+            doc_type=meta.get("doc_type"),
+        ),
+        meta,
     )
 
 

@@ -11,12 +11,17 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from sync.durable import enable_wal
 from sync.errors import ConfigError, MissingDependencyError
+from sync.warehouse import sqlite_queries as q
+from sync.warehouse.records import CATALOGUE_COLUMNS, StoredDocument, Tally, TextHit
+from sync.warehouse.search import check_limit
+from sync.warehouse.searchtext import query_phrase
+
+__all__ = ["DocumentIndex", "SqliteIndex", "StoredDocument", "Tally", "TextHit", "open_index"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # scheme://[userinfo@]host[/path][?query]: no '@', '/', '?' or '#' where it could be ambiguous
@@ -24,32 +29,6 @@ _URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?(?P<host>[^@/?#]*)"
     r"(?P<path>/[^@?#]*)?(?:\?[^@#]*)?"
 )
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    doc_id: str
-    device: str
-    ciphertext_sha256: str
-    stored_at: str
-    bytes: int
-    pages: int
-    pdf_sha256: str
-    path: str
-    dossier_code: str | None = None
-    doc_type: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "doc_id": self.doc_id,
-            "device": self.device,
-            "stored_at": self.stored_at,
-            "bytes": self.bytes,
-            "pages": self.pages,
-            "pdf_sha256": self.pdf_sha256,
-            "ciphertext_sha256": self.ciphertext_sha256,
-            "path": self.path,
-        }
 
 
 class DocumentIndex(Protocol):
@@ -60,10 +39,27 @@ class DocumentIndex(Protocol):
 
     def all(self) -> list[StoredDocument]: ...
 
+    def set_text(self, device: str, doc_id: str, text: str) -> None:
+        """Store or replace a stored document's full text (e.g. OCR output); search covers
+        it from then on. ``WarehouseIndexError`` when the document is not in the index."""
+
+    def search(self, query: str, limit: int = 20) -> list[TextHit]:
+        """Documents whose metadata or text holds ``query`` as a phrase, diacritics or not
+        (``sync.warehouse.searchtext``), best first; ``QueryError`` when it has no words."""
+
+    def tally(self, since: str | None = None, until: str | None = None) -> Tally:
+        """Documents, pages and A4 pages by procedure and period of issue, and by device,
+        of the documents stored at ``since`` <= stored_at < ``until`` (ISO 8601 UTC)."""
+
+    def dossier(self, code: str) -> list[StoredDocument]:
+        """The documents of one dossier, in the order they were captured."""
+
+    def dossier_codes(self) -> list[str]: ...
+
     def close(self) -> None: ...
 
 
-_COLS = "doc_id, device, ciphertext_sha256, stored_at, bytes, pages, pdf_sha256, path, dossier_code, doc_type"
+_COLS = q.COLS
 
 
 class SqliteIndex:
@@ -81,29 +77,23 @@ class SqliteIndex:
             "CREATE TABLE IF NOT EXISTS documents (doc_id TEXT NOT NULL, device TEXT NOT NULL,"
             " ciphertext_sha256 TEXT NOT NULL, stored_at TEXT NOT NULL, bytes INTEGER NOT NULL,"
             " pages INTEGER NOT NULL, pdf_sha256 TEXT NOT NULL, path TEXT NOT NULL,"
-            " dossier_code TEXT, doc_type TEXT, PRIMARY KEY (device, doc_id))"
+            " dossier_code TEXT, doc_type TEXT,"
+            + "".join(f" {name} {sqltype}," for name, sqltype in CATALOGUE_COLUMNS)
+            + " PRIMARY KEY (device, doc_id))"
         )
         self._c.execute(
             "CREATE UNIQUE INDEX IF NOT EXISTS documents_envelope"
             " ON documents (device, doc_id, ciphertext_sha256)"
         )
+        q.migrate(self._c)  # an index file written by an earlier version
 
     def add(self, doc: StoredDocument) -> bool:
-        row = astuple(doc)  # the fields in the columns' order
         with self._lock:
-            cur = self._c.execute(
-                f"INSERT OR IGNORE INTO documents ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
-                row,
-            )
-            return cur.rowcount == 1
+            return q.add(self._c, doc)
 
     def get(self, device: str, doc_id: str) -> StoredDocument | None:
         with self._lock:
-            row = self._c.execute(
-                f"SELECT {_COLS} FROM documents WHERE device=? AND doc_id=?",  # noqa: S608
-                (device, doc_id),
-            ).fetchone()
-        return None if row is None else StoredDocument(*row)
+            return q.get(self._c, device, doc_id)
 
     def all(self) -> list[StoredDocument]:
         with self._lock:
@@ -111,6 +101,27 @@ class SqliteIndex:
                 f"SELECT {_COLS} FROM documents ORDER BY stored_at, doc_id"  # noqa: S608
             ).fetchall()
         return [StoredDocument(*r) for r in rows]
+
+    def set_text(self, device: str, doc_id: str, text: str) -> None:
+        with self._lock:
+            q.set_text(self._c, device, doc_id, text)
+
+    def search(self, query: str, limit: int = 20) -> list[TextHit]:
+        phrase, limit = query_phrase(query), check_limit(limit)
+        with self._lock:
+            return q.search(self._c, phrase, limit)
+
+    def tally(self, since: str | None = None, until: str | None = None) -> Tally:
+        with self._lock:
+            return q.tally(self._c, since, until)
+
+    def dossier(self, code: str) -> list[StoredDocument]:
+        with self._lock:
+            return q.dossier(self._c, code)
+
+    def dossier_codes(self) -> list[str]:
+        with self._lock:
+            return q.dossier_codes(self._c)
 
     def close(self) -> None:
         with self._lock:

@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import astuple
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,7 +25,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from sync.errors import WarehouseIndexError
-from sync.warehouse.index import StoredDocument, redacted_dsn
+from sync.warehouse import pg_queries as q
+from sync.warehouse.index import StoredDocument, Tally, TextHit, redacted_dsn
+from sync.warehouse.search import check_limit
+from sync.warehouse.searchtext import query_phrase
 
 log = logging.getLogger("sohoa.warehouse")
 
@@ -38,18 +40,10 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS documents (doc_id TEXT NOT NULL, device TEXT NOT NULL,"
     " ciphertext_sha256 TEXT NOT NULL, stored_at TEXT NOT NULL, bytes BIGINT NOT NULL,"
     " pages INTEGER NOT NULL, pdf_sha256 TEXT NOT NULL, path TEXT NOT NULL,"
-    " dossier_code TEXT, doc_type TEXT, PRIMARY KEY (device, doc_id),"
+    " dossier_code TEXT, doc_type TEXT," + q.CATALOGUE_DDL + " PRIMARY KEY (device, doc_id),"
     " CONSTRAINT documents_envelope UNIQUE (device, doc_id, ciphertext_sha256))"
 )
-_INSERT = (
-    "INSERT INTO documents (doc_id, device, ciphertext_sha256, stored_at, bytes, pages,"
-    " pdf_sha256, path, dossier_code, doc_type) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT DO NOTHING"
-)
-_SELECT = (
-    "SELECT doc_id, device, ciphertext_sha256, stored_at, bytes, pages, pdf_sha256, path,"
-    " dossier_code, doc_type FROM documents"
-)
+_SELECT = f"SELECT {q.COLS} FROM documents"  # noqa: S608 (column names only)
 # byte order, as SQLite compares text, whatever collation the database was created with
 _ORDER = ' ORDER BY stored_at COLLATE "C", doc_id COLLATE "C"'
 
@@ -96,6 +90,8 @@ class PostgresIndex:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                     conn.execute(_SCHEMA)
+                    with conn.cursor() as cur:
+                        q.migrate(cur)  # a database an earlier version wrote
             except BaseException:
                 conn.close()
                 raise
@@ -127,21 +123,38 @@ class PostgresIndex:
                 raise self._error(exc) from None
 
     def add(self, doc: StoredDocument) -> bool:
-        row = astuple(doc)  # the fields in the columns' order
         with self._cursor() as cur:
-            cur.execute(_INSERT, row)
-            return cur.rowcount == 1
+            return q.add(cur, doc)
 
     def get(self, device: str, doc_id: str) -> StoredDocument | None:
         with self._cursor() as cur:
-            row = cur.execute(_SELECT + " WHERE device = %s AND doc_id = %s", (device, doc_id))
-            found = row.fetchone()
-        return None if found is None else StoredDocument(*found)
+            return q.get(cur, device, doc_id)
 
     def all(self) -> list[StoredDocument]:
         with self._cursor() as cur:
             rows = cur.execute(_SELECT + _ORDER).fetchall()
         return [StoredDocument(*r) for r in rows]
+
+    def set_text(self, device: str, doc_id: str, text: str) -> None:
+        with self._cursor() as cur:
+            q.set_text(cur, device, doc_id, text)
+
+    def search(self, query: str, limit: int = 20) -> list[TextHit]:
+        phrase, limit = query_phrase(query), check_limit(limit)
+        with self._cursor() as cur:
+            return q.search(cur, phrase, limit)
+
+    def tally(self, since: str | None = None, until: str | None = None) -> Tally:
+        with self._cursor() as cur:
+            return q.tally(cur, since, until)
+
+    def dossier(self, code: str) -> list[StoredDocument]:
+        with self._cursor() as cur:
+            return q.dossier(cur, code)
+
+    def dossier_codes(self) -> list[str]:
+        with self._cursor() as cur:
+            return q.dossier_codes(cur)
 
     def close(self) -> None:
         with self._lock:
