@@ -136,9 +136,10 @@ class Uploader:
         self._beat_at = -float("inf")
 
     def start(self) -> None:
-        if self.on_command is not None:  # first, so that a retained rotation comes first
-            self.link.subscribe(command_topic(self.s.device_id), qos=1)
-        self.link.subscribe(receipt_topic(self.s.device_id), qos=1)
+        """Subscribe to commands (first, so that a retained rotation comes first) and
+        receipts, in one round trip."""
+        topics = [command_topic(self.s.device_id)] if self.on_command is not None else []
+        self.link.subscribe_all([*topics, receipt_topic(self.s.device_id)], qos=1)
 
     def poll(self, timeout_s: float) -> None:
         """Handle what arrived (commands, receipts) while there is nothing to upload."""

@@ -265,12 +265,20 @@ class Link:
 
     def subscribe(self, topic_filter: str, *, qos: int = 1, timeout_s: float = 10.0) -> None:
         """Subscribe and wait for the SUBACK; ``BrokerError`` if the broker refuses."""
+        self.subscribe_all([topic_filter], qos=qos, timeout_s=timeout_s)
+
+    def subscribe_all(
+        self, topic_filters: list[str], *, qos: int = 1, timeout_s: float = 10.0
+    ) -> None:
+        """Subscribe to every filter in one SUBSCRIBE (one round trip on a slow link),
+        in order; ``BrokerError`` if the broker refuses any."""
+        topic_filter = ", ".join(topic_filters)
         pending = PendingPublish(f"subscribe to {topic_filter}")
         if not self._up.is_set():
             pending._settle(self._down_reason or "not connected")
         else:
             try:
-                rc, mid = self._client.subscribe(topic_filter, qos=qos)
+                rc, mid = self._client.subscribe([(f, qos) for f in topic_filters])
             except ValueError as exc:
                 raise BrokerError(
                     f"cannot subscribe to {topic_filter!r}: {exc}",
