@@ -64,6 +64,7 @@ MAX_EARLY_RECEIPTS = 1024  # receipts for documents not in flight, kept until th
 PENDING_REFRESH_S = 1.0  # how often the spool is asked for new documents
 IDLE_WAIT_S = 0.25
 HEARTBEAT_S = 1.0
+MQTT_FRAMING = 8  # bytes of a PUBLISH besides its topic and payload (header, id, lengths)
 ASK_AFTER_S = 2.0  # the least wait for a receipt before asking; doubles each time
 
 
@@ -232,7 +233,6 @@ class Uploader:
             piece = next_piece(doc, size)
             assert piece is not None
             self._send_piece(doc, piece)
-            self._next_send = max(self._next_send, now) + piece.length / c.pacing_rate()
 
     def _send_piece(self, doc: InFlightDoc, piece: Piece) -> None:
         if doc.cached is None or doc.cached[0] != piece.n:
@@ -252,6 +252,11 @@ class Uploader:
     def _publish(self, topic: str, payload: bytes, doc: InFlightDoc | None) -> None:
         ticket = self.control.ticket(len(payload), self._in_flight + len(payload))
         pending = self.link.publish_nowait(topic, payload, qos=1)
+        # paced by what goes on the link (framing, manifests and queries included), so
+        # that an explicit bandwidth_kbps is never exceeded
+        on_link = len(topic) + len(payload) + MQTT_FRAMING
+        now = time.monotonic()
+        self._next_send = max(self._next_send, now) + on_link / self.control.pacing_rate()
         if not self._flights:
             self._last_progress = time.monotonic()
         self._flights.append(_Flight(pending, ticket, doc))
