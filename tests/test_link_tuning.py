@@ -36,6 +36,7 @@ from tests.support.site import Site
 from tests.support.sync import (
     DeviceLoop,
     Sealed,
+    assert_stored_exactly_once,
     pending_count,
     spool_documents,
     start_device,
@@ -44,7 +45,6 @@ from tests.support.sync import (
     warehouse_workers,
 )
 from tests.support.wait import wait_until
-from tests.test_sync_faults import assert_stored_exactly_once
 
 DOC_FILTER = "sohoa/v1/d/+/doc/#"
 SAMPLE_S = 0.25  # how often the proxy's byte counters are read while measuring a rate

@@ -6,7 +6,6 @@ goes through a FaultProxy that cuts, slows or delays it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import shutil
@@ -41,6 +40,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.mqtt import Broker, make_tls, start_mosquitto
 from tests.support.site import Site, make_site
 from tests.support.sync import (
+    assert_stored_exactly_once,
     pending_count,
     spool_documents,
     start_device,
@@ -70,16 +70,6 @@ def add_device(site: Site, tmp: Path, device_id: str) -> Config:
 def sent_count(cfg: Config) -> int:
     with Spool(cfg.home / "spool") as spool:
         return spool.status().by_state["sent"]
-
-
-def assert_stored_exactly_once(site: Site, expected: dict[tuple[str, str], str]) -> None:
-    """Each (device, doc) once, with the PDF byte-identical to what was sealed."""
-    stored = stored_documents(site.warehouse)
-    got = {(r.device, r.doc_id): r.pdf_sha256 for r in stored}
-    assert len(stored) == len(got)
-    assert got == expected
-    for r in stored:
-        assert hashlib.sha256(Path(r.path).read_bytes()).hexdigest() == r.pdf_sha256
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from sync.keys import load_device_key, load_warehouse_public
 from sync.mqtt.settings import BrokerConfig
 from sync.spool.store import Spool
 from sync.warehouse.index import StoredDocument, open_index
+from tests.support.site import Site
 
 
 @dataclass(frozen=True)
@@ -150,3 +151,13 @@ def pending_count(cfg: Config) -> int:
 
 def fast_sync(cfg: Config) -> Config:
     return replace(cfg, sync=SyncConfig(receipt_timeout_s=5.0, health_interval_s=5))
+
+
+def assert_stored_exactly_once(site: Site, expected: dict[tuple[str, str], str]) -> None:
+    """Each (device, doc) once, with the PDF byte-identical to what was sealed."""
+    stored = stored_documents(site.warehouse)
+    got = {(r.device, r.doc_id): r.pdf_sha256 for r in stored}
+    assert len(stored) == len(got)
+    assert got == expected
+    for r in stored:
+        assert hashlib.sha256(Path(r.path).read_bytes()).hexdigest() == r.pdf_sha256
