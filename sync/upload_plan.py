@@ -1,4 +1,5 @@
-"""What is left to send of one document, and how it is cut into messages.
+"""What is left to send of one document, how it is cut into messages, and the
+uploader's settings and counters.
 
 Pure values: a document in flight keeps the segments it still has to send, each
 from a byte offset (a query's answer may say the warehouse holds the start of a
@@ -71,3 +72,23 @@ def next_piece(doc: InFlightDoc, size: int) -> Piece | None:
     if offset + length < seglen:
         doc.todo.appendleft((n, offset + length))
     return Piece(n, offset, length, whole=(offset == 0 and length == seglen), last=(parts == 1))
+
+
+@dataclass
+class UploadStats:
+    stored: int = 0
+    rejected: int = 0
+    segments_sent: int = 0  # segments sent out in full (whole, or their last piece)
+    messages_sent: int = 0  # segment and piece messages
+    bytes_sent: int = 0  # envelope bytes in them
+    bad_messages: int = 0  # malformed or failing messages dropped
+    stalls: int = 0
+    rejections: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    device_id: str
+    window: int = 64  # messages in flight, at most (the controller decides the bytes)
+    receipt_timeout_s: float = 30.0
+    bandwidth_kbps: int = 0  # an upper cap; 0 = as fast as the link allows

@@ -30,7 +30,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -55,7 +55,9 @@ from sync.protocol import (
 from sync.receipt_keys import ReceiptKeys, ReceiptVerifier
 from sync.spool.schema import SpoolDoc
 from sync.spool.store import Spool
-from sync.upload_plan import InFlightDoc, Piece, next_piece
+from sync.upload_plan import InFlightDoc, Piece, UploadSettings, UploadStats, next_piece
+
+__all__ = ["LinkStalled", "UploadSettings", "UploadStats", "Uploader"]
 
 log = logging.getLogger("sohoa.uploader")
 
@@ -70,26 +72,6 @@ ASK_AFTER_S = 2.0  # the least wait for a receipt before asking; doubles each ti
 
 class LinkStalled(BrokerError):
     """The link stopped carrying bytes without a reset: drop it, do not wait on it."""
-
-
-@dataclass
-class UploadStats:
-    stored: int = 0
-    rejected: int = 0
-    segments_sent: int = 0  # segments sent out in full (whole, or their last piece)
-    messages_sent: int = 0  # segment and piece messages
-    bytes_sent: int = 0  # envelope bytes in them
-    bad_messages: int = 0  # malformed or failing messages dropped
-    stalls: int = 0
-    rejections: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class UploadSettings:
-    device_id: str
-    window: int = 64  # messages in flight, at most (the controller decides the bytes)
-    receipt_timeout_s: float = 30.0
-    bandwidth_kbps: int = 0  # an upper cap; 0 = as fast as the link allows
 
 
 @dataclass
@@ -135,15 +117,20 @@ class Uploader:
         self._queue: deque[SpoolDoc] = deque()
         self._queue_at = -float("inf")
         self._beat_at = -float("inf")
+        self._subscription: PendingPublish | None = None
 
     def start(self) -> None:
         """Subscribe to commands (first, so that a retained rotation comes first) and
-        receipts, in one round trip."""
+        receipts, in one SUBSCRIBE."""
         topics = [command_topic(self.s.device_id)] if self.on_command is not None else []
-        self.link.subscribe_all([*topics, receipt_topic(self.s.device_id)], qos=1)
+        topics.append(receipt_topic(self.s.device_id))
+        # not waited for: uploading starts at once, a refusal surfaces in the loop
+        self._subscription = self.link.subscribe_all(topics, qos=1, wait=False)
 
     def poll(self, timeout_s: float) -> None:
         """Handle what arrived (commands, receipts) while there is nothing to upload."""
+        if self._subscription is not None:
+            self.link.raise_if_failed(self._subscription)
         self._pump(timeout_s)
 
     # -- the loop ----------------------------------------------------------------
@@ -179,7 +166,10 @@ class Uploader:
         if any(d.todo for d in self._active.values()) or len(self._active) >= MAX_ACTIVE_DOCS:
             return
         now = time.monotonic()
-        if not self._queue and now - self._queue_at >= PENDING_REFRESH_S:
+        # while documents wait for receipts the spool is asked at most once a second;
+        # with none in flight, at once (else the caller would spin until it may)
+        due = not self._active or now - self._queue_at >= PENDING_REFRESH_S
+        if not self._queue and due:
             self._queue_at = now
             self._queue.extend(self.spool.pending())
         while self._queue and len(self._active) < MAX_ACTIVE_DOCS:
@@ -267,6 +257,8 @@ class Uploader:
 
     def _settle_flights(self) -> None:
         """Take the acknowledgements that came; raise if the link failed or stalled."""
+        if self._subscription is not None:
+            self.link.raise_if_failed(self._subscription)
         if not self._flights:
             return
         still: deque[_Flight] = deque()

@@ -268,10 +268,17 @@ class Link:
         self.subscribe_all([topic_filter], qos=qos, timeout_s=timeout_s)
 
     def subscribe_all(
-        self, topic_filters: list[str], *, qos: int = 1, timeout_s: float = 10.0
-    ) -> None:
-        """Subscribe to every filter in one SUBSCRIBE (one round trip on a slow link),
-        in order; ``BrokerError`` if the broker refuses any."""
+        self,
+        topic_filters: list[str],
+        *,
+        qos: int = 1,
+        timeout_s: float = 10.0,
+        wait: bool = True,
+    ) -> PendingPublish:
+        """Subscribe to every filter in one SUBSCRIBE, in order; ``BrokerError`` if the
+        broker refuses any. ``wait=False`` returns at once (the broker handles the
+        SUBSCRIBE before anything the client sends after it): ``raise_if_failed``
+        tells later whether it was refused, and a slow link saves a round trip."""
         topic_filter = ", ".join(topic_filters)
         pending = PendingPublish(f"subscribe to {topic_filter}")
         if not self._up.is_set():
@@ -288,7 +295,14 @@ class Link:
                 pending._settle(mqtt.error_string(rc))
             else:
                 self._acks.track(mid, pending)
-        self._settle_or_raise(pending, timeout_s)
+        if wait:
+            self._settle_or_raise(pending, timeout_s)
+        return pending
+
+    def raise_if_failed(self, pending: PendingPublish) -> None:
+        """``BrokerError`` if ``pending`` has settled with a refusal or a lost link."""
+        if pending.done() and pending.failed:
+            self._settle_or_raise(pending, 0)
 
     def _settle_or_raise(self, pending: PendingPublish, timeout_s: float) -> None:
         if pending.wait(timeout_s):

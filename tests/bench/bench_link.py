@@ -415,11 +415,30 @@ def wait_for(check: Callable[[], float | None], timeout_s: float) -> float | Non
 
 
 def measure_link(root: Path, spec: LinkSpec, a: argparse.Namespace) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    if "upload" in a.measures:
+        rows += upload_rows(root, spec)
+    if spec.halve_at_s:
+        return rows
+    if "cuts" in a.measures:
+        resent, on_link, cuts = cuts_measure(root / "c", spec, a.cut_seconds)
+        rows.append(
+            (f"extra bytes, cut every 8 s ({cuts} cuts; ≤ 0.10)", f"{resent:.3f}", "-", "-")
+        )
+        rows.append(("  all bytes on the link beyond the ciphertext", f"{on_link:.3f}", "-", "-"))
+    if "hole" in a.measures:
+        noticed, resumed = blackhole_measure(root / "b", spec)
+        rows.append(("black hole noticed, s (≤ 10)", f"{noticed:.1f}", "-", "≥ 30 (keepalive)"))
+        rows.append(("link back → first segment bytes, s (≤ 3)", f"{resumed:.2f}", "-", "-"))
+    return rows
+
+
+def upload_rows(root: Path, spec: LinkSpec) -> list[tuple[str, ...]]:
     ours = upload_measure(root / "u", spec, fixed_window=False)
     old = upload_measure(root / "f", spec, fixed_window=True)
     nbytes = spec.docs * spec.doc_kb * 1000
     tcp = tcp_measure(root / "t", spec, nbytes)
-    rows = [
+    return [
         (
             "goodput ÷ link rate (≥ 0.9)",
             f"{ours.goodput:.2f}",
@@ -433,22 +452,13 @@ def measure_link(root: Path, spec: LinkSpec, a: argparse.Namespace) -> list[tupl
             f"{old.rise:.2f}",
         ),
     ]
-    if not spec.halve_at_s:
-        resent, on_link, cuts = cuts_measure(root / "c", spec, a.cut_seconds)
-        rows.append(
-            (f"extra bytes, cut every 8 s ({cuts} cuts; ≤ 0.10)", f"{resent:.3f}", "-", "-")
-        )
-        rows.append(("  all bytes on the link beyond the ciphertext", f"{on_link:.3f}", "-", "-"))
-        noticed, resumed = blackhole_measure(root / "b", spec)
-        rows.append(("black hole noticed, s (≤ 10)", f"{noticed:.1f}", "-", "≥ 30 (keepalive)"))
-        rows.append(("link back → first segment bytes, s (≤ 3)", f"{resumed:.2f}", "-", "-"))
-    return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--links", default="64,256,4096,halve", help="which links: 64,256,4096,halve")
     p.add_argument("--cut-seconds", type=float, default=40.0, help="length of the cut run")
+    p.add_argument("--measures", default="upload,cuts,hole", help="which: upload,cuts,hole")
     a = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     print(f"command: {' '.join([sys.executable, *sys.orig_argv[1:]])}")
