@@ -109,6 +109,8 @@ SYSTEM_PACKAGES=(
     mosquitto mosquitto-clients
     fonts-dejavu-core ca-certificates
 )
+# the warehouse's OCR stage: OCRmyPDF drives Tesseract with Vietnamese, Ghostscript rasterizes
+OCR_PACKAGES=(tesseract-ocr tesseract-ocr-vie ghostscript)
 
 install_packages() {
     local missing=()
@@ -179,7 +181,8 @@ install_wheel() {
 }
 
 dev() {
-    install_packages "${SYSTEM_PACKAGES[@]}" shellcheck systemd postgresql chromium chromium-driver prometheus
+    install_packages "${SYSTEM_PACKAGES[@]}" "${OCR_PACKAGES[@]}" \
+        shellcheck systemd postgresql chromium chromium-driver prometheus
     make_venv "$REPO/.venv" "[test]" editable
     step "checking the real parts"
     "$REPO/.venv/bin/python" -c 'import sane, zbar, paho.mqtt, cryptography.hazmat.primitives.hpke' \
@@ -191,6 +194,7 @@ dev() {
 
 provision_common() {
     install_packages "${SYSTEM_PACKAGES[@]}"
+    if [ "$MODE" = warehouse ]; then install_packages "${OCR_PACKAGES[@]}"; fi
     getent group scanner >/dev/null || as_root groupadd --system scanner \
         || fail "groupadd" "could not create the scanner group"
     if ! id sohoa >/dev/null 2>&1; then
@@ -210,11 +214,14 @@ provision_common() {
 }
 
 extras() {
-    # a warehouse whose index is PostgreSQL needs psycopg in the venv
+    # a warehouse runs OCR (OCRmyPDF, pikepdf) and, when its index is PostgreSQL, needs psycopg
     local index="$INDEX_URL"
     [ "$MODE" = warehouse ] || return 0
     if [ -z "$index" ] && has "$CONFIG"; then index="$(as_root cat "$CONFIG" | current_key - warehouse index)"; fi
-    case "$index" in postgresql://*|postgres://*) printf '[postgresql]' ;; esac
+    case "$index" in
+        postgresql://*|postgres://*) printf '[ocr,postgresql]' ;;
+        *) printf '[ocr]' ;;
+    esac
 }
 
 toml_string() {

@@ -27,6 +27,7 @@ from agent.commands import (
     cmd_warehouse,
 )
 from agent.commands_keys import add_keys
+from agent.commands_ocr import add_warehouse_ocr
 from agent.commands_pki import add_broker, add_enroll, add_pki
 from agent.commands_ui import add_ui
 from agent.commands_warehouse import add_warehouse_reads
@@ -103,10 +104,16 @@ def _add_warehouse(sub: Subparsers) -> None:
         "--instance",
         help="this process's name in client ids (default: the host name); one per process",
     )
+    w.add_argument(
+        "--no-ocr",
+        action="store_true",
+        help="start no OCR workers (another process runs `sohoa warehouse ocr`)",
+    )
     w = wsub.add_parser("ls", help="list stored documents")
     w.add_argument("--json", action="store_true", help="print as JSON")
     s.set_defaults(func=cmd_warehouse)
     add_warehouse_reads(wsub)  # search, report, export: each sets its own handler
+    add_warehouse_ocr(wsub)  # sets its own handler
 
 
 def _add_fleet(sub: Subparsers) -> None:

@@ -147,11 +147,15 @@ def _sd_notify(state: str) -> None:
 def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
     if args.wh_cmd == "serve":
         from agent.services.warehouse import WarehouseWorkers
+        from agent.services.warehouse_ocr import ocr_beside
 
         stop = _stop_on_sigterm()
         if args.workers > 1 and not args.threads:
             return _serve_processes(cfg, args, stop)
-        with WarehouseWorkers.from_config(cfg, args.workers, name=args.instance) as workers:
+        with (
+            ocr_beside(cfg, not args.no_ocr) as ocr,
+            WarehouseWorkers.from_config(cfg, args.workers, name=args.instance) as workers,
+        ):
             workers.wait_ready(30.0)  # subscribed (or still connecting: it carries on)
             _sd_notify("READY=1")
             try:
@@ -159,6 +163,7 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
                     workers.join(1.0)
                     _sd_notify("WATCHDOG=1")
                     workers.keep_alive()  # raises once a worker keeps dying: exit non-zero
+                    ocr.keep_alive()  # never raises: ingest goes on without OCR
             except KeyboardInterrupt:
                 pass
         return ExitCode.ok
@@ -180,14 +185,17 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
 
 def _serve_processes(cfg: Config, args: argparse.Namespace, stop: threading.Event) -> int:
     from agent.services.warehouse import default_instance
+    from agent.services.warehouse_ocr import ocr_beside
     from agent.services.warehouse_procs import WorkerProcesses
 
     procs = WorkerProcesses(cfg, args.workers, args.instance or default_instance()).start()
     _sd_notify("READY=1")
     try:
-        while not stop.wait(1.0):
-            _sd_notify("WATCHDOG=1")
-            procs.keep_alive()
+        with ocr_beside(cfg, not args.no_ocr) as ocr:  # here, not in each child
+            while not stop.wait(1.0):
+                _sd_notify("WATCHDOG=1")
+                procs.keep_alive()
+                ocr.keep_alive()
     except KeyboardInterrupt:
         pass
     finally:

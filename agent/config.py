@@ -59,6 +59,9 @@ class WarehouseConfig:
     staging_device_mb: int = 2048
     staging_total_mb: int = 32768
     staging_ttl_h: int = 72
+    ocr: bool = True  # a searchable PDF/A-2b beside each original (never on a device)
+    ocr_workers: int = 1  # OCR processes beside ingest, at lower CPU priority
+    ocr_threads: int = 1  # Tesseract threads per OCR process (OMP_THREAD_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,9 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "staging_device_mb": valid_int(1, 1 << 20, "MB", 2048),
         "staging_total_mb": valid_int(1, 1 << 24, "MB", 32768),
         "staging_ttl_h": valid_int(1, 24 * 90, "hours", 72),
+        "ocr": valid_bool,
+        "ocr_workers": valid_int(1, 64, "processes", 1),
+        "ocr_threads": valid_int(1, 16, "threads", 1),
     },
     "capture": {
         "profile": valid_choice(PROFILES),

@@ -67,6 +67,9 @@ BAD = [
         "1 to",
     ),
     ("warehouse", "staging_ttl_h", 0, "[warehouse] staging_ttl_h = 0 is out of range", "hours"),
+    ("warehouse", "ocr", "yes", "[warehouse] ocr = 'yes' is not true or false", "true or false"),
+    ("warehouse", "ocr_workers", 0, "[warehouse] ocr_workers = 0 is out of range", "1 to 64"),
+    ("warehouse", "ocr_threads", 17, "[warehouse] ocr_threads = 17 is out of range", "1 to 16"),
     (
         "capture",
         "profile",

@@ -161,6 +161,7 @@ def test_every_command_has_help() -> None:
         ["warehouse", "search", "--help"],
         ["warehouse", "report", "--help"],
         ["warehouse", "export", "--help"],
+        ["warehouse", "ocr", "--help"],
         ["fleet", "--help"],
         ["keys", "init", "--help"],
         ["keys", "enroll", "--help"],

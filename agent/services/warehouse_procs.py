@@ -42,6 +42,7 @@ class WorkerProcesses:
     def _command(self, k: int) -> list[str]:
         config = ["--config", str(self.cfg.source)] if self.cfg.source else []
         serve = ["warehouse", "serve", "--workers", "1", "--instance", f"{self.instance}-p{k}"]
+        serve.append("--no-ocr")  # the supervisor runs the OCR workers
         return [sys.executable, "-m", "agent.cli", *config, *serve]
 
     def _spawn(self, k: int) -> None:

@@ -74,9 +74,11 @@ class Province:
 
 
 def _province(home: Path, url: str, toml: Path, index: str, archive: str) -> Province:
-    warehouse = WarehouseConfig(archive=Path(archive), index=index)
+    # no OCR: these documents are random bytes behind a PDF header (OCR is tested apart)
+    warehouse = WarehouseConfig(archive=Path(archive), index=index, ocr=False)
     cfg = Config(home=home, broker=BrokerConfig(url=url), warehouse=warehouse)
-    write_toml(toml, home, "warehouse", url, warehouse={"archive": archive, "index": index})
+    sections = {"archive": archive, "index": index, "ocr": False}
+    write_toml(toml, home, "warehouse", url, warehouse=sections)
     return Province(cfg, toml)
 
 
