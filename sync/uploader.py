@@ -1,26 +1,22 @@
 """Store-and-forward upload of sealed envelopes from the spool, pipelined and self-tuned.
 
-A document moves to ``stored`` only on a warehouse receipt that verifies
-against a receipt key the device accepts (``sync.receipt_keys``); a broker
-PUBACK is not a delivery. Commands arrive on the same link and go to the
-``on_command`` handler in the order they came, so a rotation applies before the
-receipts that follow it.
+A document moves to ``stored`` only on a warehouse receipt that verifies against
+a receipt key the device accepts (``sync.receipt_keys``); a broker PUBACK is not
+a delivery. Commands arrive on the same link and go to ``on_command`` in the
+order they came, so a rotation applies before the receipts that follow it.
 
-Several documents are in flight at once, bounded by bytes in flight rather than
-by a count: while one waits for its receipt the next is already on its way, and
-receipts are matched to their document whatever order they come in. Documents
-start in the spool's order (cover-sheet class first, smaller first) and their
-messages go in that order. How many bytes may be in flight, how fast they are
-paced and how large one message is come from the delay-based controller
-(``sync.mqtt.ledbat``), which lives across connections; ``bandwidth_kbps``
-only caps it. A segment larger than a message the link suits goes in pieces.
+Several documents are in flight at once, bounded by bytes in flight, in the
+spool's order (cover-sheet class first, smaller first); receipts are matched to
+their document whatever order they come in. The bytes in flight, the pacing
+and the message size come from the delay-based controller (``sync.mqtt.ledbat``),
+which lives across connections; ``bandwidth_kbps`` only caps it. A segment
+larger than a message the link suits goes in pieces.
 
-After any reconnect the uploader asks the warehouse what it holds (``q``) of a
-document it had begun and sends only what is missing, from inside a segment
-when the answer says the warehouse holds its start; each query carries a nonce
-that the answer echoes, so an answer queued in the broker from before is
-ignored. A link that stops acknowledging without a reset is given up after
-``stall_after`` seconds (``LinkStalled``), so the caller reconnects.
+After a reconnect the uploader asks the warehouse what it holds (``q``) of a
+document it had begun and sends only what is missing, from inside a segment when
+the answer says it holds its start; the answer echoes the query's nonce, so one
+queued in the broker from before is ignored. A link that stops acknowledging
+without a reset is given up after ``stall_after`` seconds (``LinkStalled``).
 """
 
 from __future__ import annotations
@@ -111,7 +107,8 @@ class Uploader:
         self._active: OrderedDict[str, InFlightDoc] = OrderedDict()
         self._flights: deque[_Flight] = deque()
         self._in_flight = 0  # bytes
-        self._next_send = 0.0
+        self._paced_debt = 0.0  # bytes on the link not yet paid for at the pacing rate
+        self._paced_at = time.monotonic()
         self._last_progress = time.monotonic()
         self._rejected: set[str] = set()
         self._queue: deque[SpoolDoc] = deque()
@@ -200,9 +197,6 @@ class Uploader:
         manifest = manifest_bytes(d.header, d.prefix)
         self._publish(manifest_topic(self.s.device_id, d.doc_id), manifest, d)
 
-    def _finish(self, d: InFlightDoc) -> None:
-        self._active.pop(d.doc_id, None)
-
     # -- sending -----------------------------------------------------------------------
 
     def _send(self) -> float:
@@ -217,12 +211,21 @@ class Uploader:
                 return IDLE_WAIT_S  # an acknowledgement wakes the loop
             if len(self._flights) >= self.s.window:
                 return IDLE_WAIT_S
-            now = time.monotonic()
-            if now < self._next_send:
-                return self._next_send - now
+            wait = self._pace_wait(time.monotonic())
+            if wait > 0:
+                return wait
             piece = next_piece(doc, size)
             assert piece is not None
             self._send_piece(doc, piece)
+
+    def _pace_wait(self, now: float) -> float:
+        """Seconds until the next message may go: the bytes sent drain at the current
+        pacing rate, so a rate that rises (the office's traffic left) applies at once."""
+        pace = self.control.pacing_rate()
+        drained = (now - self._paced_at) * pace if pace < float("inf") else self._paced_debt
+        self._paced_debt = max(0.0, self._paced_debt - drained)
+        self._paced_at = now
+        return self._paced_debt / pace if self._paced_debt else 0.0
 
     def _send_piece(self, doc: InFlightDoc, piece: Piece) -> None:
         if doc.cached is None or doc.cached[0] != piece.n:
@@ -244,9 +247,8 @@ class Uploader:
         pending = self.link.publish_nowait(topic, payload, qos=1)
         # paced by what goes on the link (framing, manifests and queries included), so
         # that an explicit bandwidth_kbps is never exceeded
-        on_link = len(topic) + len(payload) + MQTT_FRAMING
-        now = time.monotonic()
-        self._next_send = max(self._next_send, now) + on_link / self.control.pacing_rate()
+        self._pace_wait(time.monotonic())
+        self._paced_debt += len(topic) + len(payload) + MQTT_FRAMING
         if not self._flights:
             self._last_progress = time.monotonic()
         self._flights.append(_Flight(pending, ticket, doc))
@@ -376,7 +378,7 @@ class Uploader:
                 return
             self.spool.mark_stored(d.doc_id, r.to_bytes().decode())
             self.stats.stored += 1
-            self._finish(d)
+            self._active.pop(d.doc_id, None)
         elif r.status == "rejected":
             if r.ciphertext_sha256 != ciphertext:
                 # earned by a message that was not this envelope (garbage on our topic)
@@ -387,7 +389,7 @@ class Uploader:
             self.stats.rejections[d.doc_id] = r.reason or "no reason given"
             self._rejected.add(d.doc_id)
             log.error("warehouse rejected document doc=%s reason=%s", d.doc_id, r.reason)
-            self._finish(d)
+            self._active.pop(d.doc_id, None)
         else:
             d.asked, d.asks = None, 0
             # nothing missing: it holds every segment but not the manifest; everything

@@ -118,15 +118,26 @@ class Ledbat:
         return int(self.cwnd)
 
     def piece_size(self) -> int:
-        """Bytes for one message: about ``PIECE_TIME_S`` of the link."""
+        """Bytes for one message: about ``PIECE_TIME_S`` of the link, or of the share of it
+        the upload has now (small messages while the office's traffic fills the modem)."""
         rate = self.rate
+        if self._current and rate:
+            rate = min(rate, self._window_rate())
         if self.cap:
             rate = min(rate, self.cap) if rate else self.cap
         return int(min(MAX_PIECE, max(MIN_PIECE, rate * PIECE_TIME_S)))
 
+    def _window_rate(self) -> float:
+        """What the window carries per latest round trip, bytes/s."""
+        return self.cwnd / max(min(r for r, _n in self._current), 1e-3)
+
     def pacing_rate(self) -> float:
-        """Bytes/s to space sends at (inf until a round trip was measured), within the cap."""
-        pace = math.inf if self.srtt is None else PACING_GAIN * self.cwnd / max(self.srtt, 1e-3)
+        """Bytes/s to space sends at (inf until a round trip was measured), within the cap:
+        the window over the latest round trips (not the smoothed one, which lags for
+        seconds once the office's traffic leaves and the queue empties)."""
+        if not self._current:
+            return self.cap or math.inf
+        pace = PACING_GAIN * self._window_rate()
         return min(pace, self.cap) if self.cap else pace
 
     def stall_after(self) -> float:
