@@ -42,10 +42,15 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
         source = PathSource(path)
     else:
         source = SaneScanner(args.device, scan_settings(cfg))
+    from agent.commands_sign import certifying, read_pin
+
+    pin = read_pin(args)  # first: with --dossier-stdin too, the PIN is stdin's first line
     dossier = _dossier(args)
     with Capture.from_config(cfg) as capture:
         capture.spool.recover()
-        result = capture.run(source, preset_dossier=dossier)
+        with certifying(cfg, capture, pin) as certifier:
+            del pin
+            result = capture.run(source, preset_dossier=dossier, certifier=certifier)
     if args.json:
         out = result.to_json()
         for d in out["documents"]:
@@ -64,7 +69,8 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
             )
         for w in result.warnings:
             print(f"  ! {w}")
-    return ExitCode.ok if result.status == "complete" else ExitCode.incomplete
+    kept_unsigned = "unsigned" in result.flags
+    return ExitCode.ok if result.status == "complete" and not kept_unsigned else ExitCode.incomplete
 
 
 # -- status / sync -------------------------------------------------------------------

@@ -30,6 +30,8 @@ from agent.validators import (
     valid_optional_path,
     valid_optional_text,
     valid_path,
+    valid_paths,
+    valid_tsa_url,
     valid_type_codes,
 )
 from device.sane_options import MODES, SOURCES
@@ -59,6 +61,9 @@ class WarehouseConfig:
     staging_device_mb: int = 2048
     staging_total_mb: int = 32768
     staging_ttl_h: int = 72
+    # PAdES signatures on arriving documents are validated against these (PEM files)
+    signing_roots: tuple[Path, ...] = ()
+    signing_crls: tuple[Path, ...] = ()  # CRLs (PEM or DER); revocation is checked when given
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,19 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class SignConfig:
+    """The PKCS#11 token that signs certified copies; ``module`` "" = no signing."""
+
+    module: str = ""
+    token: str = ""
+    key: str = ""
+    certificate: Path | None = None  # the signer's certificate (PEM), if not on the token
+    chain: Path | None = None  # intermediate certificates (PEM bundle)
+    tsa_url: str = ""  # RFC 3161 timestamp authority: PAdES-B-T when reachable, else B-B
+    location: str = ""  # the place printed in the certification block, e.g. "UBND xã Tân Lập"
+
+
+@dataclass(frozen=True)
 class UiConfig:
     listen: str = "0.0.0.0:8080"
     keep_minutes: int = 30
@@ -124,6 +142,7 @@ class Config:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     ui: UiConfig = field(default_factory=UiConfig)
+    sign: SignConfig = field(default_factory=SignConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     source: Path | None = None
 
@@ -155,6 +174,8 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "staging_device_mb": valid_int(1, 1 << 20, "MB", 2048),
         "staging_total_mb": valid_int(1, 1 << 24, "MB", 32768),
         "staging_ttl_h": valid_int(1, 24 * 90, "hours", 72),
+        "signing_roots": valid_paths,
+        "signing_crls": valid_paths,
     },
     "capture": {
         "profile": valid_choice(PROFILES),
@@ -184,6 +205,15 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "receipt_timeout_s": valid_float(0.0, 3600.0, "seconds", 30.0, above_lo=True),
         "modem_port": valid_device_port,
     },
+    "sign": {
+        "module": valid_optional_text,
+        "token": valid_optional_text,
+        "key": valid_optional_text,
+        "certificate": valid_optional_path,
+        "chain": valid_optional_path,
+        "tsa_url": valid_tsa_url,
+        "location": valid_optional_text,
+    },
     "ui": {
         "listen": valid_listen,
         "keep_minutes": valid_int(1, 24 * 60, "minutes", 30),
@@ -208,6 +238,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "spool": SpoolConfig,
     "sync": SyncConfig,
     "ui": UiConfig,
+    "sign": SignConfig,
     "fleet": FleetConfig,
 }
 

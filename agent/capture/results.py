@@ -23,8 +23,12 @@ class DocumentResult:
     bytes: int
     flags: tuple[str, ...]
     pdf_sha256: str
+    # a certified copy's register entry and signature level; None when not certified
+    certification: dict[str, Any] | None = None
+    problem: str | None = None  # why a document to certify stayed unsigned
 
     def to_json(self) -> dict[str, Any]:
+        cert = self.certification
         return {
             "doc_id": self.doc_id,
             "dossier_code": self.dossier_code,
@@ -36,6 +40,9 @@ class DocumentResult:
             "bytes": self.bytes,
             "flags": list(self.flags),
             "pdf_sha256": self.pdf_sha256,
+            "certification": (
+                {k: cert[k] for k in ("number", "book", "date", "level")} if cert else None
+            ),
         }
 
 
