@@ -120,6 +120,22 @@ def test_certified_copy_is_signed_at_the_counter_and_valid_at_the_warehouse(
         report = pdfsig(path)
         assert "Signature is Valid." in report and "Total document signed" in report, report
         assert SIGNER_NAME in report
+        block = subprocess.run(  # the visible block, on the last page
+            ["pdftotext", "-f", str(d["pages"]), "-l", str(d["pages"]), str(path), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        number = d["certification"]["number"]
+        for text in (
+            "CHỨNG THỰC BẢN SAO ĐÚNG VỚI BẢN CHÍNH",
+            f"Số chứng thực: {number}",
+            f"Quyển số: {d['certification']['book']}",
+            f"Mã tài liệu: {d['doc_id']}",
+            f"Người chứng thực: {SIGNER_NAME}",
+            f"Chức vụ: {SIGNER_TITLE}",
+        ):
+            assert text in block, block
         assert signed_pdfa_findings(pdf) == []
         meta = json.loads((path.parent / "metadata.json").read_text())
         assert meta["certification"]["signer"] == SIGNER_NAME

@@ -32,6 +32,7 @@ from pyhanko.sign.pkcs11 import PKCS11Signer
 from pyhanko.sign.timestamps import HTTPTimeStamper
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko_certvalidator import ValidationContext
 
 from agent.capture.register import Certification, CertificationRegister
 from agent.config import SignConfig
@@ -146,11 +147,13 @@ def last_page_width(pdf: bytes) -> tuple[int, float]:
     return last, float(box[2]) - float(box[0])
 
 
-def _check_signature(signed: bytes) -> None:
+def _check_signature(signed: bytes, cert: asn1_x509.Certificate) -> None:
     """The signature just made must verify against the document, or it is not used
-    (e.g. the key label names a key that is not the certificate's)."""
+    (e.g. the key label names a key that is not the certificate's). Only integrity is
+    asked here: trust is the warehouse's judgement, against its configured roots."""
     sig = PdfFileReader(io.BytesIO(signed)).embedded_signatures[-1]
-    status = validate_pdf_signature(sig)
+    context = ValidationContext(trust_roots=[cert], allow_fetching=False)
+    status = validate_pdf_signature(sig, context)
     if not (status.intact and status.valid):
         raise SigningError(
             "chữ ký vừa tạo không kiểm tra được / the signature just made does not verify"
@@ -232,7 +235,7 @@ class TokenCertifier:
         )
         try:
             signed, level = self._signed(pdf, c)
-            _check_signature(signed)
+            _check_signature(signed, self._signer.signing_cert)
         except (SigningError, TokenError) as exc:
             self._register.record(c, void=exc.message)
             raise

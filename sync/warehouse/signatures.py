@@ -49,6 +49,8 @@ class SignatureCheck:
 
 _TRUST_PROBLEMS = {
     "REVOKED": "the signer's certificate is revoked",
+    "REVOKED_NO_POE": "the signer's certificate is revoked",
+    "REVOKED_CA_NO_POE": "a certificate of the signer's chain is revoked",
     "EXPIRED": "the signer's certificate has expired",
     "OUT_OF_BOUNDS_NO_POE": "the signer's certificate was not valid at signing time",
     "NOT_YET_VALID": "the signer's certificate was not yet valid",

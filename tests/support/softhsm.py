@@ -26,6 +26,7 @@ MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 SIGNER_NAME = "Nguyễn Thị Thu Hà"
 SIGNER_TITLE = "Phó Chủ tịch UBND xã"
 ONE_DAY = dt.timedelta(days=1)
+CRL_URL = x509.UniformResourceIdentifier("http://ca.sohoa.test/signing.crl")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ def issue(
         .add_extension(
             x509.KeyUsage(True, True, False, False, False, False, False, False, False),
             critical=True,
+        )
+        .add_extension(  # where the CRL is published, as real certificates say
+            x509.CRLDistributionPoints([x509.DistributionPoint([CRL_URL], None, None, None)]),
+            critical=False,
         )
         .sign(ca_key, hashes.SHA256())
     )

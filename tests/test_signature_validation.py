@@ -1,0 +1,243 @@
+"""The warehouse's verdict on a signed copy, and the device's signing session, over a
+real SoftHSM2 token: trusted, untrusted, revoked, altered and expired signatures each
+get their one-line reason; a timestamp authority that does not answer leaves
+PAdES-B-B; the register numbers copies in order and voids nothing that succeeded."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from agent.capture.pdf import PdfMetadata, encode_page, write_pdf
+from agent.capture.register import CertificationRegister, next_number
+from agent.capture.signing import (
+    RefusedCertifier,
+    SigningError,
+    TokenCertifier,
+    open_certifier,
+)
+from agent.config import SignConfig
+from sync.certregister import open_entry
+from sync.keys import init_warehouse_keys, load_warehouse_private
+from sync.warehouse.index import SqliteIndex, StoredDocument
+from sync.warehouse.signatures import SignatureCheck, SigningTrust, signature_checker
+from tests.support.pages import text_page
+from tests.support.pdfa import pdfa_findings, signed_pdfa_findings
+from tests.support.softhsm import SIGNER_NAME, Token
+
+
+@pytest.fixture(scope="module")
+def unsigned_pdf() -> bytes:
+    out = io.BytesIO()
+    page = encode_page(text_page(300, lines=20), 300, "text")
+    write_pdf([page, page], PdfMetadata(file_code="000.00.20.H56-230512-0003"), out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def register(tmp_path: Path) -> CertificationRegister:
+    warehouse = init_warehouse_keys(tmp_path / "wh.key", tmp_path / "wh.pub")
+    return CertificationRegister(tmp_path / "register", warehouse)
+
+
+@pytest.fixture
+def certifier(softhsm_token: Token, register: CertificationRegister) -> Iterator[TokenCertifier]:
+    sign = SignConfig(module=softhsm_token.module, token=softhsm_token.label, key="signer")
+    opened = open_certifier(sign, softhsm_token.pin, register, lambda p: p)
+    assert isinstance(opened, TokenCertifier), getattr(opened, "error", None)
+    yield opened
+    opened.close()
+
+
+def archived(tmp_path: Path, pdf: bytes, name: str = "document.pdf") -> Path:
+    (tmp_path / "docs").mkdir(exist_ok=True)
+    path = tmp_path / "docs" / name
+    path.write_bytes(pdf)
+    return path
+
+
+def test_a_signed_copy_keeps_its_pdfa_revision_and_passes_pdfa_rules_for_signatures(
+    certifier: TokenCertifier, unsigned_pdf: bytes
+) -> None:
+    signed = certifier.certify(unsigned_pdf, "d-test-1").pdf
+    assert signed.startswith(unsigned_pdf)  # an incremental update: the original bytes stay
+    assert pdfa_findings(unsigned_pdf) == []
+    assert signed_pdfa_findings(signed) == []
+
+
+def test_trust_revocation_and_alteration_each_get_their_reason(
+    certifier: TokenCertifier, unsigned_pdf: bytes, softhsm_token: Token, tmp_path: Path
+) -> None:
+    pdf = archived(tmp_path, certifier.certify(unsigned_pdf, "d-test-2").pdf)
+    roots = (softhsm_token.ca_cert,)
+    revoked = softhsm_token.crl(tmp_path / "revoked.crl", ("signer",))
+    clean = softhsm_token.crl(tmp_path / "clean.crl", ())
+    data = pdf.read_bytes()
+    at = data.index(b"stream\n") + 300
+    altered = archived(tmp_path, data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :], "x.pdf")
+    unsigned = archived(tmp_path, unsigned_pdf, "plain.pdf")
+    cases = [
+        (SigningTrust(roots), pdf, SignatureCheck(SIGNER_NAME, True, None)),
+        (SigningTrust(roots, (clean,)), pdf, SignatureCheck(SIGNER_NAME, True, None)),
+        (
+            SigningTrust(roots, (revoked,)),
+            pdf,
+            SignatureCheck(SIGNER_NAME, False, "the signer's certificate is revoked"),
+        ),
+        (
+            SigningTrust(),
+            pdf,
+            SignatureCheck(
+                SIGNER_NAME,
+                False,
+                "the signer's certificate does not chain to [warehouse] signing_roots",
+            ),
+        ),
+        (
+            SigningTrust(roots),
+            altered,
+            SignatureCheck(SIGNER_NAME, False, "the document was changed after it was signed"),
+        ),
+        (SigningTrust(roots), unsigned, SignatureCheck(None, None, None)),
+    ]
+    assert [signature_checker(trust)(path) for trust, path, _ in cases] == [
+        want for _, _, want in cases
+    ]
+
+
+def test_an_expired_certificate_is_refused_before_any_number_is_taken(
+    softhsm_token: Token, register: CertificationRegister
+) -> None:
+    sign = SignConfig(module=softhsm_token.module, token=softhsm_token.label, key="expired")
+    opened = open_certifier(sign, softhsm_token.pin, register, lambda p: p)
+    assert isinstance(opened, RefusedCertifier)
+    assert "the signer's certificate expired on" in opened.error.line()
+    assert register.lines() == []
+
+
+def test_an_unreachable_timestamp_authority_leaves_pades_b_b(
+    softhsm_token: Token, register: CertificationRegister, unsigned_pdf: bytes
+) -> None:
+    sign = SignConfig(
+        module=softhsm_token.module,
+        token=softhsm_token.label,
+        key="signer",
+        tsa_url="http://127.0.0.1:9/tsr",  # discard port: nothing answers
+    )
+    opened = open_certifier(sign, softhsm_token.pin, register, lambda p: p)
+    assert isinstance(opened, TokenCertifier)
+    try:
+        assert opened.certify(unsigned_pdf, "d-test-3").record["level"] == "PAdES-B-B"
+    finally:
+        opened.close()
+
+
+def test_register_numbers_copies_in_order_and_seals_each_entry(
+    certifier: TokenCertifier, register: CertificationRegister, unsigned_pdf: bytes, tmp_path: Path
+) -> None:
+    records = [certifier.certify(unsigned_pdf, f"d-{n}").record for n in range(3)]
+    assert [r["number"] for r in records] == [1, 2, 3]
+    keys = load_warehouse_private(tmp_path / "wh.key")
+    entries = [open_entry(line, keys) for line in register.lines()]
+    assert [(e["number"], e["doc_id"], e["signer"]) for e in entries] == [
+        (1, "d-0", SIGNER_NAME),
+        (2, "d-1", SIGNER_NAME),
+        (3, "d-2", SIGNER_NAME),
+    ]
+    assert all(SIGNER_NAME not in line and "d-0" not in line for line in register.lines())
+
+
+@pytest.mark.parametrize(
+    ("counter", "year", "expected"),
+    [
+        ({}, 2026, (1, {"year": 2026, "book": "01/2026-SCT/BS", "last": 1})),
+        (
+            {"year": 2026, "last": 41},
+            2026,
+            (42, {"year": 2026, "book": "01/2026-SCT/BS", "last": 42}),
+        ),
+        (
+            {"year": 2026, "last": 41},
+            2027,
+            (1, {"year": 2027, "book": "01/2027-SCT/BS", "last": 1}),
+        ),
+    ],
+)
+def test_register_numbers_restart_with_each_years_book(
+    counter: dict[str, int], year: int, expected: tuple[int, dict[str, object]]
+) -> None:
+    assert next_number(counter, year) == expected
+
+
+def test_an_index_from_before_signatures_gains_the_columns_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE documents (doc_id TEXT NOT NULL, device TEXT NOT NULL,"
+        " ciphertext_sha256 TEXT NOT NULL, stored_at TEXT NOT NULL, bytes INTEGER NOT NULL,"
+        " pages INTEGER NOT NULL, pdf_sha256 TEXT NOT NULL, path TEXT NOT NULL,"
+        " dossier_code TEXT, doc_type TEXT, PRIMARY KEY (device, doc_id))"
+    )
+    old.execute(
+        "INSERT INTO documents VALUES ('d1', 'dev', 'c1', '2026-01-01T00:00:00Z', 10, 1,"
+        " 'p1', '/a/d1.pdf', NULL, NULL)"
+    )
+    old.commit()
+    old.close()
+    index = SqliteIndex(path)
+    try:
+        before = index.get("dev", "d1")
+        assert before is not None and before.to_json()["signed_by"] is None
+        assert index.add(
+            StoredDocument(
+                "d2",
+                "dev",
+                "c2",
+                "2026-01-02T00:00:00Z",
+                10,
+                1,
+                "p2",
+                "/a/d2.pdf",
+                signed_by=SIGNER_NAME,
+                signature_valid=True,
+            )
+        )
+        after = index.get("dev", "d2")
+        assert after is not None
+        assert (after.to_json()["signed_by"], after.to_json()["signature_valid"]) == (
+            SIGNER_NAME,
+            True,
+        )
+    finally:
+        index.close()
+
+
+def test_a_signature_that_does_not_verify_is_never_used_and_its_number_is_voided(
+    softhsm_token: Token, register: CertificationRegister, unsigned_pdf: bytes, tmp_path: Path
+) -> None:
+    """[sign] key names another key than the certificate's: the signature is made but
+    does not verify, so the copy stays unsigned and the register says why."""
+    cert = tmp_path / "signer.pem"
+    cert.write_bytes(softhsm_token.certs["signer"].public_bytes(serialization.Encoding.PEM))
+    sign = SignConfig(
+        module=softhsm_token.module,
+        token=softhsm_token.label,
+        key="expired",  # a key on the token that is not the certificate's
+        certificate=cert,
+    )
+    opened = open_certifier(sign, softhsm_token.pin, register, lambda p: p)
+    assert isinstance(opened, TokenCertifier)
+    try:
+        with pytest.raises(SigningError, match="the signature just made does not verify"):
+            opened.certify(unsigned_pdf, "d-bad")
+    finally:
+        opened.close()
+    keys = load_warehouse_private(tmp_path / "wh.key")
+    [entry] = [open_entry(line, keys) for line in register.lines()]
+    assert (entry["number"], entry["doc_id"]) == (1, "d-bad")
+    assert "does not verify" in entry["void"]
