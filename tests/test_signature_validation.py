@@ -20,6 +20,7 @@ from agent.capture.signing import (
     SigningError,
     TokenCertifier,
     open_certifier,
+    signed_ranges,
 )
 from agent.config import SignConfig
 from sync.certregister import open_entry
@@ -241,3 +242,16 @@ def test_a_signature_that_does_not_verify_is_never_used_and_its_number_is_voided
     [entry] = [open_entry(line, keys) for line in register.lines()]
     assert (entry["number"], entry["doc_id"]) == (1, "d-bad")
     assert "does not verify" in entry["void"]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"%PDF-1.7 no signature here", "no /ByteRange"),
+        (b"/ByteRange [0 10 30 5] <00>" + b" " * 10, "does not cover the file"),
+        (b"/ByteRange [1 10 30 100]", "does not cover the file"),
+    ],
+)
+def test_a_broken_byte_range_is_refused(data: bytes, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        signed_ranges(data)
