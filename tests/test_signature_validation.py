@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from pyhanko.keys import load_cert_from_pemder
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko_certvalidator import ValidationContext
 
 from agent.capture.pdf import PdfMetadata, encode_page, write_pdf
 from agent.capture.register import CertificationRegister, next_number
@@ -30,6 +34,7 @@ from sync.warehouse.signatures import SignatureCheck, SigningTrust, signature_ch
 from tests.support.pages import text_page
 from tests.support.pdfa import pdfa_findings, signed_pdfa_findings
 from tests.support.softhsm import SIGNER_NAME, Token
+from tests.support.tsa import timestamp_authority
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +260,28 @@ def test_a_signature_that_does_not_verify_is_never_used_and_its_number_is_voided
 def test_a_broken_byte_range_is_refused(data: bytes, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         signed_ranges(data)
+
+
+def test_a_reachable_timestamp_authority_makes_pades_b_t(
+    softhsm_token: Token, register: CertificationRegister, unsigned_pdf: bytes, tmp_path: Path
+) -> None:
+    with timestamp_authority(softhsm_token) as url:
+        sign = SignConfig(
+            module=softhsm_token.module, token=softhsm_token.label, key="signer", tsa_url=url
+        )
+        opened = open_certifier(sign, softhsm_token.pin, register, lambda p: p)
+        assert isinstance(opened, TokenCertifier)
+        try:
+            certified = opened.certify(unsigned_pdf, "d-bt")
+        finally:
+            opened.close()
+    assert certified.record["level"] == "PAdES-B-T"
+    sig = PdfFileReader(io.BytesIO(certified.pdf)).embedded_signatures[0]
+    root = load_cert_from_pemder(str(softhsm_token.ca_cert))
+    status = validate_pdf_signature(sig, ValidationContext(trust_roots=[root]))
+    assert status.bottom_line and status.timestamp_validity is not None
+    assert status.timestamp_validity.intact and status.timestamp_validity.valid
+    path = archived(tmp_path, certified.pdf)
+    assert signature_checker(SigningTrust((softhsm_token.ca_cert,)))(path) == SignatureCheck(
+        SIGNER_NAME, True, None
+    )
