@@ -76,6 +76,15 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
 # -- status / sync -------------------------------------------------------------------
 
 
+def _signature_note(signed_by: str | None, valid: bool | None, problem: str | None) -> str:
+    """How ``warehouse ls`` shows a signed copy: who signed and whether it holds."""
+    if valid is None:
+        return ""
+    if valid:
+        return f"  ký số hợp lệ / signed, valid: {signed_by}"
+    return f"  ký số KHÔNG hợp lệ / signature NOT valid ({signed_by}): {problem}"
+
+
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     from sync.spool.store import Spool
 
@@ -179,6 +188,7 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
         for d in docs:
             print(
                 f"{d.doc_id}  {d.device:<16} {d.stored_at}  {d.pages:>3} p  {d.bytes // 1024:>6} KB"
+                + _signature_note(d.signed_by, d.signature_valid, d.signature_problem)
             )
         print(f"{len(docs)} document(s)")
     return ExitCode.ok

@@ -112,6 +112,8 @@ def test_certified_copy_is_signed_at_the_counter_and_valid_at_the_warehouse(
     assert {(d["signed_by"], d["signature_valid"]) for d in stored.values()} == {
         (SIGNER_NAME, True)
     }
+    text = site.run("warehouse", "ls", side="warehouse", check=True).stdout
+    assert text.count(f"ký số hợp lệ / signed, valid: {SIGNER_NAME}") == len(docs)
     for d in docs:
         path = Path(stored[d["doc_id"]]["path"])
         pdf = path.read_bytes()
