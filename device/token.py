@@ -66,6 +66,20 @@ def _token(lib: Any, label: str) -> Any:
         ) from None
 
 
+def token_state(module: str, label: str) -> str:
+    """What the token says without a PIN (for ``sohoa doctor``): present, and the PIN's
+    state; ``TokenError`` when the driver or the token is absent or the PIN is locked."""
+    token = _token(_library(module), label)
+    flags = int(token.flags)
+    if flags & pkcs11.TokenFlag.USER_PIN_LOCKED:
+        raise _locked("too many wrong PINs")
+    left = tries_left(flags)
+    maker = str(getattr(token, "manufacturer_id", "") or "").strip()
+    return (
+        f"{label!r} plugged in" + (f" ({maker})" if maker else "") + (f"; {left}" if left else "")
+    )
+
+
 def _locked(what: str) -> TokenError:
     return TokenError(
         f"token ký số bị khóa / the signing token is locked ({what})",

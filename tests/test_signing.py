@@ -236,6 +236,25 @@ def test_a_batch_that_cannot_be_signed_is_kept_unsigned_and_flagged(
     assert not register.exists()  # no number was taken for a session that never opened
 
 
+@pytest.mark.parametrize(
+    ("sign", "line"),
+    [
+        ({}, "ok    signing token: 'sohoa-test' plugged in (SoftHSM project), key 'signer'"),
+        (
+            {"token": "not-plugged-in"},
+            "FAIL  signing token: không thấy token ký số / signing token 'not-plugged-in' is"
+            " not plugged in",
+        ),
+    ],
+)
+def test_doctor_says_whether_the_signing_token_is_plugged_in(
+    tmp_path: Path, mosquitto: Broker, softhsm_token: Token, sign: dict[str, str], line: str
+) -> None:
+    site = with_signing(make_site(tmp_path, mosquitto), softhsm_token, sign)
+    doctor = site.run("doctor").stdout
+    assert any(x.startswith(line) for x in doctor.splitlines()), doctor
+
+
 def test_certify_without_a_configured_token_refuses_before_scanning(
     site: Site, tmp_path: Path
 ) -> None:
