@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -225,13 +225,15 @@ class TokenCertifier:
         others = list(load_certs_from_pemder([str(chain)])) if chain else None  # type: ignore[no-untyped-call]
         self._signer = PKCS11Signer(session, key_label=sign.key, signing_cert=cert, ca_chain=others)
         self.info = signer_info(on_token(sign.token, lambda: self._signer.signing_cert))
-        # a font file, no personal data; pyHanko reads fonts by path; removed at close
-        self._font_file = tempfile.NamedTemporaryFile(prefix="sohoa-block-", suffix=".ttf")  # noqa: SIM115
         wording = block_text(Certification(0, "", "2000-01-01", "", "", "-", sign.location))
         texts = wording + self.info.name + self.info.title
-        self._font_file.write(block_font(_font_path(), texts))
-        self._font_file.flush()
-        self._font = GlyphAccumulatorFactory(self._font_file.name, font_size=8)
+        # pyHanko reads a font by path: an in-memory file, since the cut font tells which
+        # letters the signer's name holds, and nothing of it may reach the disk
+        self._font_fd = os.memfd_create("sohoa-block-font")
+        font = memoryview(block_font(_font_path(), texts))
+        while font:
+            font = font[os.write(self._font_fd, font) :]
+        self._font = GlyphAccumulatorFactory(f"/proc/self/fd/{self._font_fd}", font_size=8)
 
     def _pdf_signer(
         self, page: int, width: float, tsa: HTTPTimeStamper | None
@@ -299,7 +301,7 @@ class TokenCertifier:
         return CertifiedPdf(signed, c.to_json() | {"level": level})
 
     def close(self) -> None:
-        self._font_file.close()
+        os.close(self._font_fd)
         self._session.close()
 
 
