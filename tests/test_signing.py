@@ -236,6 +236,21 @@ def test_a_batch_that_cannot_be_signed_is_kept_unsigned_and_flagged(
     assert not register.exists()  # no number was taken for a session that never opened
 
 
+def test_a_dead_timestamp_authority_signs_pades_b_b_and_says_so_once(
+    tmp_path: Path, mosquitto: Broker, softhsm_token: Token
+) -> None:
+    site = with_signing(
+        make_site(tmp_path, mosquitto), softhsm_token, {"tsa_url": "http://127.0.0.1:9/tsr"}
+    )
+    write_batch(tmp_path / "pages")
+    proc = certify(site, tmp_path / "pages", softhsm_token.pin)
+    assert proc.returncode == 0, proc.stderr  # signed: a valid PAdES-B-B signature
+    result = json.loads(proc.stdout)
+    assert [d["certification"]["level"] for d in result["documents"]] == ["PAdES-B-B"] * 2
+    notes = [w for w in result["warnings"] if "no timestamp, signed PAdES-B-B" in w]
+    assert len(notes) == 1 and "http://127.0.0.1:9/tsr did not answer" in notes[0]
+
+
 @pytest.mark.parametrize(
     ("sign", "line"),
     [

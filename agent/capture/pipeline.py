@@ -23,7 +23,7 @@ from agent.capture.codes import Signal, interpret
 from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges, thumbnail_jpeg
 from agent.capture.pages import PageCheck, prepare_page
 from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
-from agent.capture.results import CaptureResult, DocumentResult
+from agent.capture.results import CaptureResult, DocumentResult, signing_warnings
 from agent.capture.review import EditError, reviewed
 from agent.capture.scratch import Scratch
 from agent.capture.sealing import PageRecord, SealSettings, pack_page, seal_document
@@ -270,7 +270,7 @@ def _seal_all(
                 certifier=certifier,
             )
             results.append(result)
-            _note_unsigned(batch, result)
+            _note_signing(batch, result)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise SpoolError(
@@ -288,11 +288,9 @@ def _seal_all(
     return results
 
 
-def _note_unsigned(batch: _Batch, result: DocumentResult) -> None:
+def _note_signing(batch: _Batch, result: DocumentResult) -> None:
     """An unsigned certified copy flags the batch; one warning per distinct reason."""
-    warning = f"chưa ký số, đã lưu bản chưa ký / not signed, kept unsigned: {result.problem}"
-    if result.problem is not None and warning not in batch.warnings:
-        batch.warnings.append(warning)
+    batch.warnings.extend(w for w in signing_warnings(result) if w not in batch.warnings)
     batch.flags.extend(["unsigned"] if result.problem else [])
 
 

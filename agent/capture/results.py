@@ -46,6 +46,20 @@ class DocumentResult:
         }
 
 
+def signing_warnings(doc: DocumentResult) -> list[str]:
+    """What the officer must know of a certified copy: kept unsigned, or signed without
+    the timestamp the configuration asks for."""
+    out = []
+    if doc.problem is not None:
+        out.append(f"chưa ký số, đã lưu bản chưa ký / not signed, kept unsigned: {doc.problem}")
+    if doc.certification and doc.certification.get("tsa_problem"):
+        out.append(
+            "không lấy được dấu thời gian, đã ký PAdES-B-B / no timestamp, signed PAdES-B-B: "
+            + str(doc.certification["tsa_problem"])
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class CaptureResult:
     batch_id: str

@@ -221,6 +221,7 @@ class TokenCertifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._session, self._sign, self._register, self._clock = session, sign, register, clock
+        self._tsa_problem: str | None = None
         cert = load_cert_from_pemder(str(certificate)) if certificate else None  # type: ignore[no-untyped-call]
         others = list(load_certs_from_pemder([str(chain)])) if chain else None  # type: ignore[no-untyped-call]
         self._signer = PKCS11Signer(session, key_label=sign.key, signing_cert=cert, ca_chain=others)
@@ -256,7 +257,10 @@ class TokenCertifier:
             meta, self._signer, timestamper=tsa, stamp_style=style, new_field_spec=spec
         )
 
-    def _signed(self, pdf: bytes, c: Certification) -> tuple[bytes, str]:
+    def _signed(self, pdf: bytes, c: Certification) -> tuple[bytes, str, str | None]:
+        """The signed PDF, its level, and why there is no timestamp when one was asked
+        for; after one failure the session stops asking (a batch must not wait on a
+        dead timestamp authority for every copy)."""
         page, width = last_page_width(pdf)
         params = {"block": block_text(c)}
 
@@ -269,13 +273,17 @@ class TokenCertifier:
             )
             return bytes(out.getbuffer())
 
-        if self._sign.tsa_url:
+        if self._sign.tsa_url and self._tsa_problem is None:
             try:
                 tsa = HTTPTimeStamper(self._sign.tsa_url, timeout=10)
-                return on_token(self._sign.token, lambda: sign(tsa)), "PAdES-B-T"
+                return on_token(self._sign.token, lambda: sign(tsa)), "PAdES-B-T", None
             except (TimestampRequestError, OSError) as exc:
                 log.warning("timestamp authority unreachable, signing B-B reason=%s", exc)
-        return on_token(self._sign.token, lambda: sign(None)), "PAdES-B-B"
+                self._tsa_problem = (
+                    f"timestamp authority {self._sign.tsa_url} did not answer"
+                    f" ({type(exc).__name__}) — check the link; [sign] tsa_url"
+                )
+        return on_token(self._sign.token, lambda: sign(None)), "PAdES-B-B", self._tsa_problem
 
     def certify(self, pdf: bytes, doc_id: str) -> CertifiedPdf:
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -291,14 +299,15 @@ class TokenCertifier:
             location=self._sign.location,
         )
         try:
-            signed, level = self._signed(pdf, c)
+            signed, level, tsa_problem = self._signed(pdf, c)
             _check_signature(signed, self._signer.signing_cert)
         except (SigningError, TokenError) as exc:
             self._register.record(c, void=exc.message)
             raise
         self._register.record(c)
         log.info("certified copy signed doc=%s number=%d level=%s", doc_id, number, level)
-        return CertifiedPdf(signed, c.to_json() | {"level": level})
+        tsa = {"tsa_problem": tsa_problem} if tsa_problem else {}
+        return CertifiedPdf(signed, c.to_json() | {"level": level} | tsa)
 
     def close(self) -> None:
         os.close(self._font_fd)
