@@ -126,6 +126,11 @@ def on_token(label: str, step: Callable[[], Any]) -> Any:
     except (p11.TokenNotPresent, p11.DeviceRemoved, p11.SessionClosed):
         raise _token_gone(label) from None
     except p11.PKCS11Error as exc:
+        if type(exc) is p11.PKCS11Error:  # the plain class: a look-up found no such object
+            raise TokenError(
+                f"không tìm thấy khóa hoặc chứng thư số trên token / {exc}",
+                "check [sign] key (the key's label: pkcs11-tool -O) and [sign] certificate",
+            ) from None
         raise TokenError(
             f"token ký số báo lỗi / the signing token failed ({type(exc).__name__})",
             "rút token ra, cắm lại rồi thử lại / unplug the token, plug it back in, try again",

@@ -206,8 +206,17 @@ def test_pin_and_signer_never_reach_the_device_disk_in_clear(
         ({"module": "/usr/lib/no-such-pkcs11.so"}, None, "PKCS#11 module"),
         ({"token": "not-plugged-in"}, None, "is not plugged in"),
         ({"key": "expired"}, None, "certificate expired on"),
+        ({"key": "no-such-key"}, None, "'no-such-key'"),
+        ({"certificate": "/nonexistent/signer.pem"}, None, "[sign] certificate or chain"),
     ],
-    ids=["wrong-pin", "module-absent", "token-absent", "certificate-expired"],
+    ids=[
+        "wrong-pin",
+        "module-absent",
+        "token-absent",
+        "certificate-expired",
+        "key-absent",
+        "certificate-file-absent",
+    ],
 )
 def test_a_batch_that_cannot_be_signed_is_kept_unsigned_and_flagged(
     tmp_path: Path,

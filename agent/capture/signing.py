@@ -352,12 +352,12 @@ def open_certifier(
     except (TokenError, SigningError) as exc:
         session.close()
         return RefusedCertifier(exc)
-    except Exception as exc:  # pyHanko: no such key or certificate on the token
+    except (OSError, ValueError) as exc:  # [sign] certificate or chain unreadable
         session.close()
         return RefusedCertifier(
             SigningError(
-                f"không tìm thấy khóa hoặc chứng thư số trên token / key {sign.key!r} or its"
-                f" certificate not found on the token ({type(exc).__name__})",
-                "check [sign] key (the key's label on the token) and [sign] certificate",
+                f"không đọc được chứng thư số / [sign] certificate or chain cannot be read ({exc})",
+                "give PEM files the sohoa user can read, or leave them empty to use the"
+                " certificate on the token",
             )
         )
