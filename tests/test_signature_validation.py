@@ -17,7 +17,9 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
+from agent.capture import sealing
 from agent.capture.pdf import PdfMetadata, encode_page, write_pdf
+from agent.capture.pipeline import SealSettings, capture_batch
 from agent.capture.register import CertificationRegister, next_number
 from agent.capture.signing import (
     RefusedCertifier,
@@ -26,9 +28,18 @@ from agent.capture.signing import (
     open_certifier,
     signed_ranges,
 )
-from agent.config import SignConfig
+from agent.config import CaptureConfig, SignConfig
+from device.barcodes import ZbarReader
+from device.scanner import ScannedPage
 from sync.certregister import open_entry
-from sync.keys import init_warehouse_keys, load_warehouse_private
+from sync.keys import (
+    init_device_keys,
+    init_warehouse_keys,
+    load_device_key,
+    load_warehouse_private,
+    load_warehouse_public,
+)
+from sync.spool.store import Spool
 from sync.warehouse.index import SqliteIndex, StoredDocument
 from sync.warehouse.signatures import SignatureCheck, SigningTrust, signature_checker
 from tests.support.pages import text_page
@@ -287,3 +298,41 @@ def test_a_reachable_timestamp_authority_makes_pades_b_t(
     assert signature_checker(SigningTrust((softhsm_token.ca_cert,)))(path) == SignatureCheck(
         SIGNER_NAME, True, None
     )
+
+
+class Pages:
+    """A feeder double: two text pages."""
+
+    def pages(self) -> Iterator[ScannedPage]:
+        for n in range(2):
+            yield ScannedPage(n, text_page(300, lines=30, seed=n), 300, "feeder double")
+
+
+def test_a_copy_too_large_to_sign_in_memory_is_sealed_unsigned_with_the_way_out(
+    certifier: TokenCertifier,
+    register: CertificationRegister,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sealing, "MAX_CERTIFY_BYTES", 1024)  # two text pages are ~30 KB
+    init_device_keys(tmp_path / "device.key")
+    seal = SealSettings(
+        "dev-test",
+        load_device_key(tmp_path / "device.key"),
+        load_warehouse_public(tmp_path / "wh.pub"),
+    )
+    with Spool(tmp_path / "spool", reserve_bytes=0) as spool:
+        result = capture_batch(
+            Pages(),
+            spool=spool,
+            reader=ZbarReader(),
+            capture=CaptureConfig(),
+            seal=seal,
+            certifier=certifier,
+        )
+        assert spool.status().by_state["queued"] == 1  # kept
+    [doc] = result.documents
+    assert "unsigned" in doc.flags and doc.certification is None
+    assert "document too large to certify" in (doc.problem or "")
+    assert "unsigned" in result.flags and any("split it" in w for w in result.warnings)
+    assert register.lines() == []

@@ -91,9 +91,14 @@ def _write_pdf(_sink: _Sink, plan: DocumentPlan, pages: list[PageRecord], scratc
 class Signing:
     """What certifying one document gave: the signed PDF, or why it stayed unsigned."""
 
-    pdf: bytes
+    pdf: bytes | None  # None: too large to sign in memory, streamed unsigned as usual
     record: dict[str, Any] | None
     problem: str | None = None
+
+
+# a certified copy is signed in memory (a signature covers the whole file): a bound on
+# the encoded pages keeps a 500-page colour batch from exhausting a 1 GB device
+MAX_CERTIFY_BYTES = 96 * 2**20
 
 
 def certified_pdf(
@@ -101,6 +106,15 @@ def certified_pdf(
 ) -> Signing:
     """The document's PDF built in memory and signed; unsigned, with the one-line reason,
     when signing fails (the caller seals it so and flags it: nothing is lost)."""
+    size = sum(handle[1] for i in plan.pages if (handle := pages[i].handle) is not None)
+    if size > MAX_CERTIFY_BYTES:
+        return Signing(
+            None,
+            None,
+            f"tài liệu quá lớn để ký / document too large to certify ({size // 2**20} MB"
+            f" of pages, at most {MAX_CERTIFY_BYTES // 2**20} MB) — split it with a"
+            " separator sheet, or scan it with the text profile",
+        )
     buf = io.BytesIO()
     _write_pdf(buf, plan, pages, scratch)
     pdf = buf.getvalue()
