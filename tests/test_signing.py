@@ -290,3 +290,33 @@ def test_certify_without_a_configured_token_refuses_before_scanning(
         " — set [sign] module, token and key (see README: certified copies)"
     )
     assert json.loads(site.run("status", "--json", check=True).stdout)["pending_docs"] == 0
+
+
+def test_pin_then_dossier_code_both_come_from_stdin(
+    signing_site: Site, softhsm_token: Token, tmp_path: Path
+) -> None:
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    make_page(["GIẤY KHAI SINH", "BẢN CHÍNH"], seed=7).save(folder / "p00.png", dpi=(300, 300))
+    proc = signing_site.run(
+        "scan",
+        "--from",
+        str(folder),
+        "--json",
+        "--certify",
+        "--pin-stdin",
+        "--dossier-stdin",
+        stdin=f"{softhsm_token.pin}\n{DOSSIER}\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    [doc] = json.loads(proc.stdout)["documents"]
+    assert (doc["dossier_code"], doc["certification"]["number"]) == (DOSSIER, 1)
+
+
+def test_pin_stdin_without_certify_is_refused_in_one_line(site: Site, tmp_path: Path) -> None:
+    write_batch(tmp_path / "pages")
+    proc = site.run("scan", "--from", str(tmp_path / "pages"), "--pin-stdin", stdin="1234\n")
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == "error: --pin-stdin is only for --certify — add --certify or drop it"
+    )
