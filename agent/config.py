@@ -64,6 +64,7 @@ class WarehouseConfig:
     # PAdES signatures on arriving documents are validated against these (PEM files)
     signing_roots: tuple[Path, ...] = ()
     signing_crls: tuple[Path, ...] = ()  # CRLs (PEM or DER); revocation is checked when given
+    tsa_url: str = ""  # RFC 3161: a PAdES-B-LTA copy beside each validly signed original
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "staging_ttl_h": valid_int(1, 24 * 90, "hours", 72),
         "signing_roots": valid_paths,
         "signing_crls": valid_paths,
+        "tsa_url": valid_tsa_url,
     },
     "capture": {
         "profile": valid_choice(PROFILES),

@@ -180,6 +180,13 @@ BAD = [
         "[warehouse] signing_crls = ['ok.crl', ''] holds '', not a file path",
         "list of file paths",
     ),
+    (
+        "warehouse",
+        "tsa_url",
+        "ftp://tsa",
+        "[warehouse] tsa_url = 'ftp://tsa' is not an http(s):// URL",
+        "http://",
+    ),
     ("sign", "module", 3, "[sign] module = 3 is not a string", "quotes"),
     ("sign", "token", ["x"], "[sign] token = ['x'] is not a string", "quotes"),
     ("sign", "key", 1, "[sign] key = 1 is not a string", "quotes"),

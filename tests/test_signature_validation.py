@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pyhanko.keys import load_cert_from_pemder
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
 from pyhanko_certvalidator import ValidationContext
 
 from agent.capture import sealing
@@ -336,3 +336,37 @@ def test_a_copy_too_large_to_sign_in_memory_is_sealed_unsigned_with_the_way_out(
     assert "document too large to certify" in (doc.problem or "")
     assert "unsigned" in result.flags and any("split it" in w for w in result.warnings)
     assert register.lines() == []
+
+
+def test_the_warehouse_keeps_a_pades_lta_copy_beside_the_untouched_original(
+    certifier: TokenCertifier, unsigned_pdf: bytes, softhsm_token: Token, tmp_path: Path
+) -> None:
+    signed = certifier.certify(unsigned_pdf, "d-lta").pdf
+    pdf = archived(tmp_path, signed)
+    crl = softhsm_token.crl(tmp_path / "clean.crl", ())
+    with timestamp_authority(softhsm_token) as url:
+        check = signature_checker(SigningTrust((softhsm_token.ca_cert,), (crl,), url))
+        assert check(pdf) == SignatureCheck(SIGNER_NAME, True, None)
+    assert pdf.read_bytes() == signed  # the record, byte for byte
+    lta = (tmp_path / "docs" / "document.lta.pdf").read_bytes()
+    assert lta.startswith(signed)
+    reader = PdfFileReader(io.BytesIO(lta))
+    root = load_cert_from_pemder(str(softhsm_token.ca_cert))
+    stamp = validate_pdf_timestamp(
+        reader.embedded_signatures[-1], validation_context=ValidationContext(trust_roots=[root])
+    )
+    assert (stamp.intact, stamp.valid, stamp.trusted) == (True, True, True)
+    assert {"/Certs", "/CRLs"} <= set(reader.root["/DSS"].keys())  # validation data kept
+    original = validate_pdf_signature(
+        reader.embedded_signatures[0], ValidationContext(trust_roots=[root])
+    )
+    assert original.bottom_line  # still valid: only long-term validation updates came after
+
+
+def test_a_dead_timestamp_authority_leaves_no_lta_copy_and_the_verdict_unchanged(
+    certifier: TokenCertifier, unsigned_pdf: bytes, softhsm_token: Token, tmp_path: Path
+) -> None:
+    pdf = archived(tmp_path, certifier.certify(unsigned_pdf, "d-nolta").pdf)
+    check = signature_checker(SigningTrust((softhsm_token.ca_cert,), (), "http://127.0.0.1:9/t"))
+    assert check(pdf) == SignatureCheck(SIGNER_NAME, True, None)
+    assert not (tmp_path / "docs" / "document.lta.pdf").exists()

@@ -29,6 +29,7 @@ from tests.support.mqtt import Broker
 from tests.support.pdfa import signed_pdfa_findings
 from tests.support.site import Site, make_site
 from tests.support.softhsm import SIGNER_NAME, SIGNER_TITLE, Token
+from tests.support.tsa import timestamp_authority
 
 DOSSIER = "000.00.20.H56-230512-0003"
 OWNER = "001090012345"
@@ -320,3 +321,31 @@ def test_pin_stdin_without_certify_is_refused_in_one_line(site: Site, tmp_path: 
     assert (
         proc.stderr.strip() == "error: --pin-stdin is only for --certify — add --certify or drop it"
     )
+
+
+def test_the_warehouse_timestamps_a_certified_copy_on_arrival(
+    signing_site: Site, softhsm_token: Token, tmp_path: Path
+) -> None:
+    site = signing_site
+    write_batch(tmp_path / "pages")
+    proc = certify(site, tmp_path / "pages", softhsm_token.pin)
+    assert proc.returncode == 0, proc.stderr
+    docs = json.loads(proc.stdout)["documents"]
+    with timestamp_authority(softhsm_token) as url:
+        wh = site.warehouse.warehouse
+        warehouse = dataclasses.replace(
+            site.warehouse, warehouse=dataclasses.replace(wh, tsa_url=url)
+        )
+        with WarehouseWorkers.from_config(warehouse, name="t") as workers:
+            assert workers.wait_ready(15), "warehouse worker did not connect"
+            assert site.run("sync", "--once", "--timeout", "60").returncode == 0
+    listing = json.loads(site.run("warehouse", "ls", "--json", side="warehouse", check=True).stdout)
+    for d in listing["documents"]:
+        original = Path(d["path"])
+        lta = original.with_name("document.lta.pdf").read_bytes()
+        assert lta.startswith(original.read_bytes()) and len(lta) > original.stat().st_size
+        reader = PdfFileReader(io.BytesIO(lta))
+        assert [s.field_name for s in reader.embedded_signatures][-1] != "ChungThuc"
+    assert {
+        hashlib.sha256(Path(d["path"]).read_bytes()).hexdigest() for d in listing["documents"]
+    } == {d["pdf_sha256"] for d in docs}

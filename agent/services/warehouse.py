@@ -68,6 +68,7 @@ def ingest_from_config(cfg: Config) -> tuple[Ingest, DocumentIndex]:
         SigningTrust(
             tuple(cfg.path(p) for p in cfg.warehouse.signing_roots),
             tuple(cfg.path(p) for p in cfg.warehouse.signing_crls),
+            cfg.warehouse.tsa_url,
         ),
     )
     return Ingest(settings, keys, index), index

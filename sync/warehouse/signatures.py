@@ -26,6 +26,7 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
 from sync.errors import ConfigError
+from sync.warehouse.ltv import write_lta_copy
 
 log = logging.getLogger("sohoa.warehouse")
 
@@ -36,6 +37,7 @@ class SigningTrust:
 
     roots: tuple[Path, ...] = ()
     crls: tuple[Path, ...] = ()
+    tsa_url: str = ""  # with it, a PAdES-B-LTA copy beside each validly signed original
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def _crl_der(path: Path) -> bytes:
 
 def signature_checker(trust: SigningTrust) -> Callable[[Path], SignatureCheck]:
     """``check_signatures`` against ``trust``, its files read once (``ConfigError`` if they
-    cannot be), with a fresh context for each document: it validates at the time of use."""
+    cannot be), with a fresh context for each document: it validates at the time of use.
+    With ``trust.tsa_url``, a validly signed document also gets its LTA copy."""
     roots, crls = _trust_material(trust)
 
     def check(pdf: Path) -> SignatureCheck:
@@ -81,7 +84,10 @@ def signature_checker(trust: SigningTrust) -> Callable[[Path], SignatureCheck]:
             allow_fetching=False,
             revocation_mode="hard-fail" if crls else "soft-fail",
         )
-        return check_signatures(pdf, context)
+        verdict = check_signatures(pdf, context)
+        if verdict.valid and trust.tsa_url:
+            write_lta_copy(pdf, context, trust.tsa_url)
+        return verdict
 
     return check
 
