@@ -5,8 +5,8 @@ timestamp from ``[warehouse] tsa_url``.
 
 The original stays byte-identical and remains the record; the LTA copy starts with
 it byte for byte, so either proves the other. A timestamp authority that does not
-answer leaves the original alone and is said in one log line; the copy can be made
-later from the archive.
+answer leaves the original alone and is said in one log line; for the next five
+minutes documents are then stored without asking it (no LTA copy for them yet).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def lta_bytes(pdf: bytes, context: ValidationContext, tsa_url: str) -> bytes:
     with_dss = io.BytesIO(pdf)
     for sig in PdfFileReader(io.BytesIO(pdf)).embedded_signatures:
         with_dss = add_validation_info(sig, context, output=io.BytesIO(with_dss.getvalue()))
-    stamper = PdfTimeStamper(HTTPTimeStamper(tsa_url, timeout=10))
+    stamper = PdfTimeStamper(HTTPTimeStamper(tsa_url, timeout=5))
     out = stamper.timestamp_pdf(
         IncrementalPdfFileWriter(io.BytesIO(with_dss.getvalue())),
         "sha256",

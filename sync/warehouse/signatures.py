@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from sync.errors import ConfigError
 from sync.warehouse.ltv import write_lta_copy
 
 log = logging.getLogger("sohoa.warehouse")
+TSA_RETRY_S = 300.0  # after a failed archival timestamp, documents are stored without one
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def signature_checker(trust: SigningTrust) -> Callable[[Path], SignatureCheck]:
     cannot be), with a fresh context for each document: it validates at the time of use.
     With ``trust.tsa_url``, a validly signed document also gets its LTA copy."""
     roots, crls = _trust_material(trust)
+    tsa_down_until = [0.0]  # a dead timestamp authority must not hold up every ingest
 
     def check(pdf: Path) -> SignatureCheck:
         context = ValidationContext(
@@ -85,8 +88,9 @@ def signature_checker(trust: SigningTrust) -> Callable[[Path], SignatureCheck]:
             revocation_mode="hard-fail" if crls else "soft-fail",
         )
         verdict = check_signatures(pdf, context)
-        if verdict.valid and trust.tsa_url:
-            write_lta_copy(pdf, context, trust.tsa_url)
+        asks = verdict.valid and trust.tsa_url and time.monotonic() >= tsa_down_until[0]
+        if asks and write_lta_copy(pdf, context, trust.tsa_url) is None:
+            tsa_down_until[0] = time.monotonic() + TSA_RETRY_S
         return verdict
 
     return check
