@@ -181,8 +181,11 @@ install_wheel() {
 }
 
 dev() {
+    # softhsm2 and opensc: a real PKCS#11 token for the signing tests; poppler-utils: pdfsig,
+    # the second, independent signature validator
     install_packages "${SYSTEM_PACKAGES[@]}" "${OCR_PACKAGES[@]}" \
-        shellcheck systemd postgresql chromium chromium-driver prometheus
+        shellcheck systemd postgresql chromium chromium-driver prometheus \
+        softhsm2 opensc poppler-utils
     make_venv "$REPO/.venv" "[test]" editable
     step "checking the real parts"
     "$REPO/.venv/bin/python" -c 'import sane, zbar, paho.mqtt, cryptography.hazmat.primitives.hpke' \

@@ -61,6 +61,16 @@ def _add_scan(sub: Subparsers) -> None:
         " /proc/<pid>/cmdline shows to every process)",
     )
     s.add_argument("--dossier", help=argparse.SUPPRESS)  # refused with the way to do it
+    s.add_argument(
+        "--certify",
+        action="store_true",
+        help="sign each document as a certified copy (chứng thực bản sao) with the [sign] token",
+    )
+    s.add_argument(
+        "--pin-stdin",
+        action="store_true",
+        help="read the token PIN from the first line of stdin (never the command line)",
+    )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.add_argument(
         "--hashes", action="store_true", help="include each PDF's SHA-256 in --json output"

@@ -42,10 +42,15 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
         source = PathSource(path)
     else:
         source = SaneScanner(args.device, scan_settings(cfg))
+    from agent.commands_sign import certifying, read_pin
+
+    pin = read_pin(args)  # first: with --dossier-stdin too, the PIN is stdin's first line
     dossier = _dossier(args)
     with Capture.from_config(cfg) as capture:
         capture.spool.recover()
-        result = capture.run(source, preset_dossier=dossier)
+        with certifying(cfg, capture, pin) as certifier:
+            del pin
+            result = capture.run(source, preset_dossier=dossier, certifier=certifier)
     if args.json:
         out = result.to_json()
         for d in out["documents"]:
@@ -64,10 +69,20 @@ def cmd_scan(args: argparse.Namespace, cfg: Config) -> int:
             )
         for w in result.warnings:
             print(f"  ! {w}")
-    return ExitCode.ok if result.status == "complete" else ExitCode.incomplete
+    kept_unsigned = "unsigned" in result.flags
+    return ExitCode.ok if result.status == "complete" and not kept_unsigned else ExitCode.incomplete
 
 
 # -- status / sync -------------------------------------------------------------------
+
+
+def _signature_note(signed_by: str | None, valid: bool | None, problem: str | None) -> str:
+    """How ``warehouse ls`` shows a signed copy: who signed and whether it holds."""
+    if valid is None:
+        return ""
+    if valid:
+        return f"  ký số hợp lệ / signed, valid: {signed_by}"
+    return f"  ký số KHÔNG hợp lệ / signature NOT valid ({signed_by}): {problem}"
 
 
 def cmd_status(args: argparse.Namespace, cfg: Config) -> int:
@@ -178,6 +193,7 @@ def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
         for d in docs:
             print(
                 f"{d.doc_id}  {d.device:<16} {d.stored_at}  {d.pages:>3} p  {d.bytes // 1024:>6} KB"
+                + _signature_note(d.signed_by, d.signature_valid, d.signature_problem)
             )
         print(f"{len(docs)} document(s)")
     return ExitCode.ok

@@ -30,6 +30,8 @@ from agent.validators import (
     valid_optional_path,
     valid_optional_text,
     valid_path,
+    valid_paths,
+    valid_tsa_url,
     valid_type_codes,
 )
 from device.sane_options import MODES, SOURCES
@@ -62,6 +64,10 @@ class WarehouseConfig:
     ocr: bool = True  # a searchable PDF/A-2b beside each original (never on a device)
     ocr_workers: int = 1  # OCR processes beside ingest, at lower CPU priority
     ocr_threads: int = 1  # Tesseract threads per OCR process (OMP_THREAD_LIMIT)
+    # PAdES signatures on arriving documents are validated against these (PEM files)
+    signing_roots: tuple[Path, ...] = ()
+    signing_crls: tuple[Path, ...] = ()  # CRLs (PEM or DER); revocation is checked when given
+    tsa_url: str = ""  # RFC 3161: a PAdES-B-LTA copy beside each validly signed original
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,19 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class SignConfig:
+    """The PKCS#11 token that signs certified copies; ``module`` "" = no signing."""
+
+    module: str = ""
+    token: str = ""
+    key: str = ""
+    certificate: Path | None = None  # the signer's certificate (PEM), if not on the token
+    chain: Path | None = None  # intermediate certificates (PEM bundle)
+    tsa_url: str = ""  # RFC 3161 timestamp authority: PAdES-B-T when reachable, else B-B
+    location: str = ""  # the place printed in the certification block, e.g. "UBND xã Tân Lập"
+
+
+@dataclass(frozen=True)
 class UiConfig:
     listen: str = "0.0.0.0:8080"
     keep_minutes: int = 30
@@ -127,6 +146,7 @@ class Config:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     ui: UiConfig = field(default_factory=UiConfig)
+    sign: SignConfig = field(default_factory=SignConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     source: Path | None = None
 
@@ -161,6 +181,9 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "ocr": valid_bool,
         "ocr_workers": valid_int(1, 64, "processes", 1),
         "ocr_threads": valid_int(1, 16, "threads", 1),
+        "signing_roots": valid_paths,
+        "signing_crls": valid_paths,
+        "tsa_url": valid_tsa_url,
     },
     "capture": {
         "profile": valid_choice(PROFILES),
@@ -190,6 +213,15 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "receipt_timeout_s": valid_float(0.0, 3600.0, "seconds", 30.0, above_lo=True),
         "modem_port": valid_device_port,
     },
+    "sign": {
+        "module": valid_optional_text,
+        "token": valid_optional_text,
+        "key": valid_optional_text,
+        "certificate": valid_optional_path,
+        "chain": valid_optional_path,
+        "tsa_url": valid_tsa_url,
+        "location": valid_optional_text,
+    },
     "ui": {
         "listen": valid_listen,
         "keep_minutes": valid_int(1, 24 * 60, "minutes", 30),
@@ -214,6 +246,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "spool": SpoolConfig,
     "sync": SyncConfig,
     "ui": UiConfig,
+    "sign": SignConfig,
     "fleet": FleetConfig,
 }
 

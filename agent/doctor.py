@@ -84,6 +84,12 @@ def _scanner(cfg: Config) -> str:
     return ", ".join(f"{name} ({model})" for name, model in devs)
 
 
+def _signing_token(cfg: Config) -> str:
+    from device.token import token_state
+
+    return token_state(cfg.sign.module, cfg.sign.token) + f", key {cfg.sign.key!r}"
+
+
 def run_checks(cfg: Config) -> Iterator[Check]:
     """Each check in turn: (passed, one line naming what was found or what to do)."""
     yield (
@@ -98,6 +104,8 @@ def run_checks(cfg: Config) -> Iterator[Check]:
     if cfg.broker.tls:
         checks.append(("broker certificate", certificate_check))
     checks += [("broker", _broker), ("scanner", _scanner)]
+    if cfg.sign.module:
+        checks.append(("signing token", _signing_token))
     for name, check in checks:
         yield _guard(name, functools.partial(check, cfg))
 

@@ -104,6 +104,25 @@ def valid_optional_path(section: str, key: str, value: Any) -> Path | None:
     return Path(text) if text else None
 
 
+def valid_paths(section: str, key: str, value: Any) -> tuple[Path, ...]:
+    """A list of file paths, e.g. ["keys/signing-root.pem"]; [] for none."""
+    hint = 'write a list of file paths, e.g. ["keys/signing-root.pem"]'
+    if not isinstance(value, list):
+        raise _bad(section, key, value, "is not a list", hint)
+    for item in value:
+        if not isinstance(item, str) or not item.strip() or "\0" in item or "\n" in item:
+            raise _bad(section, key, value, f"holds {item!r}, not a file path", hint)
+    return tuple(Path(item) for item in value)
+
+
+def valid_tsa_url(section: str, key: str, value: Any) -> str:
+    """An http(s):// timestamp authority (RFC 3161), or "" for none."""
+    text = _text(section, key, value).strip()
+    if text and urlparse(text).scheme not in ("http", "https"):
+        raise _bad(section, key, value, "is not an http(s):// URL", 'e.g. "http://tsa.example/tsr"')
+    return text
+
+
 def valid_optional_text(section: str, key: str, value: Any) -> str:
     """Free text such as a device or port name; "" means not set."""
     return _text(section, key, value).strip()

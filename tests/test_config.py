@@ -169,6 +169,40 @@ BAD = [
     ("ui", "review", "yes", "[ui] review = 'yes' is not true or false", "true"),
     ("ui", "tls_cert", 1, "[ui] tls_cert = 1 is not a string", "quotes"),
     ("ui", "tls_key", [], "[ui] tls_key = [] is not a string", "quotes"),
+    (
+        "warehouse",
+        "signing_roots",
+        "keys/root.pem",
+        "[warehouse] signing_roots = 'keys/root.pem' is not a list",
+        "list of file paths",
+    ),
+    (
+        "warehouse",
+        "signing_crls",
+        ["ok.crl", ""],
+        "[warehouse] signing_crls = ['ok.crl', ''] holds '', not a file path",
+        "list of file paths",
+    ),
+    (
+        "warehouse",
+        "tsa_url",
+        "ftp://tsa",
+        "[warehouse] tsa_url = 'ftp://tsa' is not an http(s):// URL",
+        "http://",
+    ),
+    ("sign", "module", 3, "[sign] module = 3 is not a string", "quotes"),
+    ("sign", "token", ["x"], "[sign] token = ['x'] is not a string", "quotes"),
+    ("sign", "key", 1, "[sign] key = 1 is not a string", "quotes"),
+    ("sign", "certificate", 1, "[sign] certificate = 1 is not a string", "quotes"),
+    ("sign", "chain", "a\nb", "[sign] chain = 'a\\nb' holds a control character", "one line"),
+    (
+        "sign",
+        "tsa_url",
+        "tsa.example:318",
+        "[sign] tsa_url = 'tsa.example:318' is not an http(s):// URL",
+        "http://tsa.example/tsr",
+    ),
+    ("sign", "location", 7, "[sign] location = 7 is not a string", "quotes"),
     ("fleet", "listen", "x:y", "[fleet] listen = 'x:y' is not host:port", "e.g."),
     ("fleet", "register", 3, "[fleet] register = 3 is not a string", "quotes"),
     ("fleet", "cert", 3, "[fleet] cert = 3 is not a string", "quotes"),
@@ -191,6 +225,8 @@ GOOD = [
     ("broker", "url", "mqtts://broker.lan:8883"),
     ("warehouse", "index", "postgresql://sohoa:pw@db.lan:5432/sohoa"),
     ("warehouse", "index", "postgres:///sohoa"),
+    ("sign", "module", "/usr/lib/softhsm/libsofthsm2.so"),
+    ("sign", "tsa_url", "http://tsa.ca.gov.vn"),
 ]
 
 
@@ -273,3 +309,13 @@ def test_the_command_line_stops_before_any_work_with_one_line(tmp_path: Path) ->
         " — use a whole number from 2 to 86400 seconds (default 60)\n"
     )
     assert not (tmp_path / "home").exists()
+
+
+def test_signing_roots_and_crls_are_paths_resolved_against_the_home() -> None:
+    raw = {"warehouse": {"signing_roots": ["keys/root.pem", "/etc/ssl/vn-root.pem"]}}
+    cfg = parse_config(raw | {"home": "/var/lib/sohoa"}, {}, None)
+    assert [cfg.path(p) for p in cfg.warehouse.signing_roots] == [
+        Path("/var/lib/sohoa/keys/root.pem"),
+        Path("/etc/ssl/vn-root.pem"),
+    ]
+    assert cfg.warehouse.signing_crls == () and cfg.sign.module == ""  # no signing by default

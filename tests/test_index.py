@@ -103,6 +103,26 @@ def test_a_stored_document_reads_back_whole(index: DocumentIndex) -> None:
     assert index.get("dev-other", DOC.doc_id) is None
 
 
+@pytest.mark.parametrize(
+    ("signed_by", "valid", "problem"),
+    [
+        ("Nguyễn Thị Thu Hà", True, None),
+        ("Nguyễn Thị Thu Hà", False, "the signer's certificate is revoked"),
+        (None, None, None),
+    ],
+)
+def test_a_signature_verdict_reads_back_as_stored_and_listed(
+    index: DocumentIndex, signed_by: str | None, valid: bool | None, problem: str | None
+) -> None:
+    signed = replace(DOC, signed_by=signed_by, signature_valid=valid, signature_problem=problem)
+    index.add(signed)
+    [listed] = index.all()
+    want = {"signed_by": signed_by, "signature_valid": valid, "signature_problem": problem}
+    got = listed.to_json()
+    assert {k: got[k] for k in want} == want
+    assert isinstance(got["signature_valid"], bool | None)  # true/false in JSON, not 1/0
+
+
 def test_a_document_without_dossier_code_or_type_reads_back_with_none(
     index: DocumentIndex,
 ) -> None:

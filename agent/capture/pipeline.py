@@ -23,10 +23,11 @@ from agent.capture.codes import Signal, interpret
 from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges, thumbnail_jpeg
 from agent.capture.pages import PageCheck, prepare_page
 from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
-from agent.capture.results import CaptureResult, DocumentResult
+from agent.capture.results import CaptureResult, DocumentResult, signing_warnings
 from agent.capture.review import EditError, reviewed
 from agent.capture.scratch import Scratch
 from agent.capture.sealing import PageRecord, SealSettings, pack_page, seal_document
+from agent.capture.signing import Certifier
 from agent.capture.split import BatchPlan, DocumentPlan, PageFacts, split_batch
 from agent.config import CaptureConfig
 from agent.errors import FAILURES
@@ -223,8 +224,7 @@ def _rescanner(
 
 
 def with_preset_dossier(facts: list[PageFacts], dossier: str | None) -> list[PageFacts]:
-    """A dossier code given before the batch (typed or from the handheld reader) acts
-    as if the first page carried it."""
+    """A dossier code set before the batch (typed, handheld reader) is the first page's."""
     if not dossier or not facts:
         return facts
     first = facts[0]
@@ -249,25 +249,28 @@ def _seal_all(
     seal: SealSettings,
     profile: str,
     clock: Callable[[], float],
+    certifier: Certifier | None = None,
 ) -> list[DocumentResult]:
-    """Seal each document; a full disk stops here and says how many must be rescanned."""
+    """Seal each document; a full disk stops here and says how many must be rescanned.
+    A document to certify that could not be signed is sealed unsigned and flagged."""
     results: list[DocumentResult] = []
     for n, doc in enumerate(documents):
         doc_id = new_id("d", clock)
         try:
-            results.append(
-                seal_document(
-                    doc,
-                    batch.records,
-                    scratch,
-                    doc_id=doc_id,
-                    batch_id=batch.batch_id,
-                    spool=spool,
-                    seal=seal,
-                    profile=profile,
-                    clock=clock,
-                )
+            result = seal_document(
+                doc,
+                batch.records,
+                scratch,
+                doc_id=doc_id,
+                batch_id=batch.batch_id,
+                spool=spool,
+                seal=seal,
+                profile=profile,
+                clock=clock,
+                certifier=certifier,
             )
+            results.append(result)
+            _note_signing(batch, result)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise SpoolError(
@@ -283,6 +286,12 @@ def _seal_all(
             )
             break
     return results
+
+
+def _note_signing(batch: _Batch, result: DocumentResult) -> None:
+    """An unsigned certified copy flags the batch; one warning per distinct reason."""
+    batch.warnings.extend(w for w in signing_warnings(result) if w not in batch.warnings)
+    batch.flags.extend(["unsigned"] if result.problem else [])
 
 
 def _result(batch: _Batch, plan: BatchPlan, results: list[DocumentResult]) -> CaptureResult:
@@ -320,13 +329,15 @@ def capture_batch(
     preset_dossier: str | None = None,
     clock: Callable[[], float] = time.time,
     events: CaptureEvents = NO_EVENTS,
+    certifier: Certifier | None = None,
 ) -> CaptureResult:
-    """Run one feeder batch to sealed, queued envelopes and say what happened."""
+    """Run one feeder batch to sealed, queued envelopes and say what happened; with a
+    ``certifier`` every document is signed as a certified copy before it is sealed."""
     spool.check_space()
     batch = _Batch(new_id("b", clock))
     try:
         result = _capture(
-            source, batch, spool, reader, capture, seal, preset_dossier, clock, events
+            source, batch, spool, reader, capture, seal, preset_dossier, clock, events, certifier
         )
     except FAILURES as exc:
         events.batch_failed(batch.batch_id, exc.line().removeprefix("error: "))
@@ -345,6 +356,7 @@ def _capture(
     preset_dossier: str | None,
     clock: Callable[[], float],
     events: CaptureEvents,
+    certifier: Certifier | None,
 ) -> CaptureResult:
     spool.begin_batch(batch.batch_id)
     events.batch_started(batch.batch_id, str(getattr(source, "device_name", "") or "folder"))
@@ -363,7 +375,9 @@ def _capture(
         documents = list(final.documents) if batch.records else []
         page_sha256 = [r.sha256 for r in batch.records]  # after any re-scan
         spool.record_batch_pages(batch.batch_id, page_sha256, list(plan.separators))
-        results = _seal_all(documents, batch, scratch, spool, seal, capture.profile, clock)
+        results = _seal_all(
+            documents, batch, scratch, spool, seal, capture.profile, clock, certifier
+        )
         spool.end_batch(
             batch.batch_id,
             page_sha256=page_sha256,

@@ -23,8 +23,12 @@ class DocumentResult:
     bytes: int
     flags: tuple[str, ...]
     pdf_sha256: str
+    # a certified copy's register entry and signature level; None when not certified
+    certification: dict[str, Any] | None = None
+    problem: str | None = None  # why a document to certify stayed unsigned
 
     def to_json(self) -> dict[str, Any]:
+        cert = self.certification
         return {
             "doc_id": self.doc_id,
             "dossier_code": self.dossier_code,
@@ -36,7 +40,24 @@ class DocumentResult:
             "bytes": self.bytes,
             "flags": list(self.flags),
             "pdf_sha256": self.pdf_sha256,
+            "certification": (
+                {k: cert[k] for k in ("number", "book", "date", "level")} if cert else None
+            ),
         }
+
+
+def signing_warnings(doc: DocumentResult) -> list[str]:
+    """What the officer must know of a certified copy: kept unsigned, or signed without
+    the timestamp the configuration asks for."""
+    out = []
+    if doc.problem is not None:
+        out.append(f"chưa ký số, đã lưu bản chưa ký / not signed, kept unsigned: {doc.problem}")
+    if doc.certification and doc.certification.get("tsa_problem"):
+        out.append(
+            "không lấy được dấu thời gian, đã ký PAdES-B-B / no timestamp, signed PAdES-B-B: "
+            + str(doc.certification["tsa_problem"])
+        )
+    return out
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from types import TracebackType
 
 from agent.capture.events import NO_EVENTS, CaptureEvents
 from agent.capture.pipeline import CaptureResult, SealSettings, capture_batch
+from agent.capture.register import CertificationRegister
+from agent.capture.signing import Certifier
 from agent.config import CaptureConfig, Config
 from agent.wiring import open_spool
 from device.barcodes import BarcodeReader, ZbarReader
@@ -61,8 +63,17 @@ class Capture:
         seal = seal_settings(cfg)
         return cls(spool or open_spool(cfg), seal, cfg.capture)
 
+    def register(self) -> CertificationRegister:
+        """The device's certification register, beside the spool, sealed to the warehouse."""
+        return CertificationRegister(self.spool.root / "register", self.seal.warehouse)
+
     def run(
-        self, source: PageSource, *, preset_dossier: str | None = None, profile: str | None = None
+        self,
+        source: PageSource,
+        *,
+        preset_dossier: str | None = None,
+        profile: str | None = None,
+        certifier: Certifier | None = None,
     ) -> CaptureResult:
         return capture_batch(
             source,
@@ -72,6 +83,7 @@ class Capture:
             seal=self.seal,
             preset_dossier=preset_dossier,
             events=self.events,
+            certifier=certifier,
         )
 
     def close(self) -> None:

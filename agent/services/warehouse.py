@@ -29,6 +29,7 @@ from sync.protocol import ENROL_FILTER, INGEST_FILTER, parse_enrol_topic
 from sync.warehouse.archive import sweep_partial
 from sync.warehouse.index import DocumentIndex, open_index
 from sync.warehouse.ingest import Ingest, IngestSettings
+from sync.warehouse.signatures import SigningTrust
 from sync.warehouse.staging import StagingLimits
 
 log = logging.getLogger("sohoa.warehouse")
@@ -63,6 +64,11 @@ def ingest_from_config(cfg: Config) -> tuple[Ingest, DocumentIndex]:
             cfg.warehouse.staging_device_mb * 2**20,
             cfg.warehouse.staging_total_mb * 2**20,
             cfg.warehouse.staging_ttl_h * 3600.0,
+        ),
+        SigningTrust(
+            tuple(cfg.path(p) for p in cfg.warehouse.signing_roots),
+            tuple(cfg.path(p) for p in cfg.warehouse.signing_crls),
+            cfg.warehouse.tsa_url,
         ),
     )
     return Ingest(settings, keys, index), index

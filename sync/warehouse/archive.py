@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sync.errors import ArchiveError, EnvelopeError
 from sync.keys import WarehousePrivate
 from sync.warehouse.catalogue import catalogue_pdf
 from sync.warehouse.index import StoredDocument
+from sync.warehouse.signatures import SignatureCheck
 
 
 def _write_archive(
@@ -79,9 +81,11 @@ def archive_document(
     keys: WarehousePrivate,
     clock: Callable[[], float],
     device_key: Ed25519PublicKey,
+    check_signatures: Callable[[Path], SignatureCheck] | None = None,
 ) -> StoredDocument:
     """Decrypt and archive: PDF, metadata and the original envelope, owner-only
-    (0600 files, 0700 folders), moved into place whole or not at all."""
+    (0600 files, 0700 folders), moved into place whole or not at all; with
+    ``check_signatures``, the PDF's signatures validated (the PDF only read)."""
     device, doc = header.device_id, header.doc_id
     parent = archive / "docs" / device
     out_dir = parent / doc
@@ -110,21 +114,40 @@ def archive_document(
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    stored_at = meta["stored_at"]
-    return catalogue_pdf(  # owner, procedure, dates from the metadata; A4 pages from the PDF
+    signed = check_signatures(out_dir / "document.pdf") if check_signatures else SignatureCheck()
+    return _record(header, meta, pdf_sha256, size, out_dir / "document.pdf", signed)
+
+
+def _record(
+    header: Header,
+    meta: dict[str, Any],
+    pdf_sha256: str,
+    size: int,
+    pdf: Path,
+    signed: SignatureCheck,
+) -> StoredDocument:
+    """The index's record: where it is, the catalogue (owner, procedure, dates from the
+    metadata; A4 pages from the PDF) and the signatures' validation."""
+    doc = catalogue_pdf(
         StoredDocument(
-            doc_id=doc,
-            device=device,
+            doc_id=header.doc_id,
+            device=header.device_id,
             ciphertext_sha256=header.ciphertext_sha256,
-            stored_at=stored_at,
+            stored_at=meta["stored_at"],
             bytes=size,
             pages=int(meta.get("decree30", {}).get("PageAmount") or 0),
             pdf_sha256=pdf_sha256,
-            path=str(out_dir / "document.pdf"),
+            path=str(pdf),
             dossier_code=meta.get("dossier_code"),
             doc_type=meta.get("doc_type"),
         ),
         meta,
+    )
+    return replace(
+        doc,
+        signed_by=signed.signed_by,
+        signature_valid=signed.valid,
+        signature_problem=signed.problem,
     )
 
 

@@ -46,6 +46,7 @@ from sync.warehouse.archive import archive_document
 from sync.warehouse.datakeys import DataKeys
 from sync.warehouse.index import DocumentIndex, StoredDocument
 from sync.warehouse.pieces import assemble, drop_pieces, partial_progress, store_piece
+from sync.warehouse.signatures import SigningTrust, signature_checker
 from sync.warehouse.staging import (
     Parked,
     ParkedSegments,
@@ -71,6 +72,7 @@ class IngestSettings:
     max_segments: int = 65536
     max_envelope_bytes: int = 512 * 2**20
     staging: StagingLimits = StagingLimits()
+    signing: SigningTrust = SigningTrust()  # what PAdES signatures are validated against
 
 
 class Ingest:
@@ -93,6 +95,7 @@ class Ingest:
         self.parked = ParkedSegments()
         self._archive_failed: dict[tuple[str, str], float] = {}
         self._data_keys = DataKeys(keys)
+        self._sigs = signature_checker(settings.signing)
         answers = Answers(keys, clock)
         self._receipt, self._reject = answers.receipt, answers.reject
 
@@ -367,7 +370,7 @@ class Ingest:
                 if pub is None:
                     raise EnvelopeError(f"device {device} is no longer enrolled here")
                 rec = archive_document(
-                    self.s.archive, header, prefix, paths, self.keys, self.clock, pub
+                    self.s.archive, header, prefix, paths, self.keys, self.clock, pub, self._sigs
                 )
             except ArchiveError as exc:
                 self._archive_failed[(device, doc)] = self.clock()

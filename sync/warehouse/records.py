@@ -37,6 +37,11 @@ class StoredDocument:
     captured_at: str | None = None
     title: str | None = None
     a4_pages: int | None = None
+    # PAdES signatures, validated at ingest (``sync.warehouse.signatures``): the signers'
+    # names, whether every signature is valid, and why not; None for an unsigned document
+    signed_by: str | None = None
+    signature_valid: bool | None = None
+    signature_problem: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,11 +53,16 @@ class StoredDocument:
             "pdf_sha256": self.pdf_sha256,
             "ciphertext_sha256": self.ciphertext_sha256,
             "path": self.path,
+            "signed_by": self.signed_by,
+            # SQLite gives 0/1 for a BOOLEAN column
+            "signature_valid": None if self.signature_valid is None else bool(self.signature_valid),
+            "signature_problem": self.signature_problem,
         }
 
 
 COLUMNS = tuple(f.name for f in fields(StoredDocument))
-# the columns the catalogue added, with their SQL types (a migration adds them if absent)
+# the columns added since the first index (the catalogue's, then the signatures'), with
+# their SQL types: a migration adds those absent, in place, in both backends
 CATALOGUE_COLUMNS = (
     ("owner_id", "TEXT"),
     ("tthc_code", "TEXT"),
@@ -61,6 +71,9 @@ CATALOGUE_COLUMNS = (
     ("captured_at", "TEXT"),
     ("title", "TEXT"),
     ("a4_pages", "INTEGER"),
+    ("signed_by", "TEXT"),
+    ("signature_valid", "BOOLEAN"),
+    ("signature_problem", "TEXT"),
 )
 
 

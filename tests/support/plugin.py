@@ -18,7 +18,8 @@ from device.sane_testbed import write_sane_config
 from tests.support.mqtt import Broker, start_mosquitto
 from tests.support.site import Site, make_site
 
-pytest_plugins = ["tests.support.postgres"]  # postgres_server, postgres_dsn, postgres_db
+# postgres_server, postgres_dsn, postgres_db; softhsm_token
+pytest_plugins = ["tests.support.postgres", "tests.support.softhsm"]
 
 
 @pytest.fixture

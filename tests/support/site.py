@@ -47,7 +47,12 @@ class Site:
     warehouse_toml: Path
 
     def run(
-        self, *args: str, side: str = "device", timeout: float = 180, check: bool = False
+        self,
+        *args: str,
+        side: str = "device",
+        timeout: float = 180,
+        check: bool = False,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
@@ -55,7 +60,13 @@ class Site:
         }
         env.pop("SOHOA_HOME", None)
         proc = subprocess.run(
-            [*SOHOA, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+            [*SOHOA, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            input=stdin,  # e.g. the token PIN: never on a command line
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"sohoa {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
