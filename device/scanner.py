@@ -11,7 +11,9 @@ found again (sessions that overlap share one init).
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -107,6 +109,23 @@ class _SaneLibrary:
                 self._users -= 1
                 if self._users == 0:
                     sane.exit()
+
+
+SIG_IGN = 1  # the C value of SIG_IGN
+
+
+def ignore_sigpipe() -> None:
+    """SIGPIPE ignored again, process-wide, as Python has it.
+
+    libsane's reader (sanei_thread) sets SIGPIPE back to its default while it reads
+    a page; in one process with the counter page, a browser that closes a
+    connection early would then kill the whole service instead of raising an
+    error in one request. Called through libc, as the Python-level handler is
+    still recorded as ignored and may only be set from the main thread."""
+    libc = ctypes.CDLL(None)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    libc.signal(signal.SIGPIPE, SIG_IGN)
 
 
 _LIBRARY = _SaneLibrary()
@@ -249,6 +268,8 @@ class SaneScanner:
                     f"scanner {self.device_name} returned an empty page after {index} pages",
                     "Bấm quét lại / scan again; if it repeats, restart the scanner",
                 ) from exc
+            finally:
+                ignore_sigpipe()  # reading a page put SIGPIPE back to its default
             if self.settings.mode == "lineart" and image.mode != "1":
                 image = image.convert("1", dither=Image.Dither.NONE)
             side = (" front" if index % 2 == 0 else " back") if duplex else ""

@@ -541,3 +541,28 @@ def test_impossible_scan_settings_are_a_configuration_error(
         ScanSettings(**kwargs)  # type: ignore[arg-type]
 
     assert caught.value.message == message
+
+
+SCAN_THEN_WRITE = """
+import socket
+from device.scanner import SaneScanner, ScanSettings
+pages = list(SaneScanner("test:0", ScanSettings("adf", "gray", 50)).pages())
+a, b = socket.socketpair()
+b.close()
+try:
+    a.send(b"x")
+except BrokenPipeError:
+    print(len(pages), "BrokenPipeError")
+"""
+
+
+def test_after_a_scan_a_closed_connection_is_an_error_not_the_end_of_the_process(
+    sane_test_scanner: str,
+) -> None:
+    # libsane's reader threads set SIGPIPE back to its default when a scan starts: the
+    # capture service (which also serves the counter page) would die the first time a
+    # browser closed a connection early
+    run = subprocess.run(
+        [sys.executable, "-c", SCAN_THEN_WRITE], capture_output=True, text=True, timeout=60
+    )
+    assert (run.returncode, run.stdout.strip()) == (0, "10 BrokenPipeError"), run.stderr
