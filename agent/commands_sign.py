@@ -18,7 +18,7 @@ from agent.config import Config
 from sync.errors import ConfigError, InputFileError
 
 if TYPE_CHECKING:
-    from agent.capture.signing import Certifier
+    from agent.capture.certifier import Certifier
     from agent.capture.wiring import Capture
 
 

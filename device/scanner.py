@@ -109,6 +109,7 @@ class _SaneLibrary:
                 self._users -= 1
                 if self._users == 0:
                     sane.exit()
+            ignore_sigpipe()  # whatever libsane did to it while the session lasted
 
 
 SIG_IGN = 1  # the C value of SIG_IGN
@@ -249,6 +250,7 @@ class SaneScanner:
                 with suppress(SANE_ERROR):
                     dev.cancel()
                 dev.close()
+                ignore_sigpipe()  # cancelling a reader that was cut short resets it too
 
     def _capture(self, dev: Any, source: str, dpi: int) -> Iterator[ScannedPage]:
         feeder = self.settings.source != "flatbed"

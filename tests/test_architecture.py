@@ -144,3 +144,11 @@ def test_the_size_check_names_a_long_function(tmp_path: Path) -> None:
         "agent/big.py: 401 lines (at most 400)",
         "sync/long.py:1: too_long is 61 lines (at most 60)",
     ]
+
+
+def test_capturing_without_certifying_does_not_load_the_signing_library() -> None:
+    # pyHanko takes about a second to import here (three or four on a Pi): every
+    # `sohoa scan` and the agent would pay it for nothing
+    code = "import sys, agent.cli, agent.capture.wiring; print('pyhanko' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"

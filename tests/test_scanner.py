@@ -566,3 +566,33 @@ def test_after_a_scan_a_closed_connection_is_an_error_not_the_end_of_the_process
         [sys.executable, "-c", SCAN_THEN_WRITE], capture_output=True, text=True, timeout=60
     )
     assert (run.returncode, run.stdout.strip()) == (0, "10 BrokenPipeError"), run.stderr
+
+
+JAM_THEN_WRITE = """
+import socket
+from device.errors import ScannerError
+from device.scanner import SaneScanner, ScanSettings
+scanner = SaneScanner("test:0", ScanSettings("adf", "gray", 50))
+try:
+    for page in scanner.pages():
+        if page.index == 2:  # the 4th sheet jams
+            scanner.set_option("read-return-value", "SANE_STATUS_JAMMED")
+except ScannerError as exc:
+    print(exc.message)
+a, b = socket.socketpair()
+b.close()
+try:
+    a.send(b"x")
+except BrokenPipeError:
+    print("BrokenPipeError")
+"""
+
+
+def test_after_a_jam_a_closed_connection_is_still_an_error(sane_test_scanner: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", JAM_THEN_WRITE], capture_output=True, text=True, timeout=60
+    )
+    assert (run.returncode, run.stdout.splitlines()) == (
+        0,
+        ["paper jam after 3 pages (test:0)", "BrokenPipeError"],
+    ), run.stderr

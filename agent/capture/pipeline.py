@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.capture.certifier import Certifier
 from agent.capture.codes import Signal, interpret
 from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges, thumbnail_jpeg
 from agent.capture.pages import PageCheck, prepare_page
@@ -27,7 +28,6 @@ from agent.capture.results import CaptureResult, DocumentResult, signing_warning
 from agent.capture.review import EditError, reviewed
 from agent.capture.scratch import Scratch
 from agent.capture.sealing import PageRecord, SealSettings, pack_page, seal_document
-from agent.capture.signing import Certifier
 from agent.capture.split import BatchPlan, DocumentPlan, PageFacts, split_batch
 from agent.config import CaptureConfig
 from agent.errors import FAILURES

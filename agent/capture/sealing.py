@@ -17,10 +17,10 @@ from typing import Any, BinaryIO, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.capture.certifier import Certifier, SigningError
 from agent.capture.pdf import EncodedPage, PdfMetadata, PdfWriter
 from agent.capture.results import DocumentResult, document_metadata
 from agent.capture.scratch import Scratch
-from agent.capture.signing import Certifier, SigningError
 from agent.capture.split import DocumentPlan
 from device.token import TokenError
 from sync.envelope.header import Header

@@ -18,10 +18,9 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -38,10 +37,10 @@ from pyhanko.sign.timestamps import HTTPTimeStamper
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 
+from agent.capture.certifier import CertifiedPdf, SignerInfo, SigningError
 from agent.capture.register import Certification, CertificationRegister
 from agent.config import SignConfig
 from device.token import TokenError, on_token, open_session
-from sync.errors import CryptoError
 
 log = logging.getLogger("sohoa.sign")
 
@@ -56,32 +55,6 @@ MARGIN_PT = 18
 # room for the CMS signature (hex doubles it in the file): an RSA-4096 or EC signature
 # with the signer's certificate and a chain of three; a timestamp token adds its own
 RESERVED, RESERVED_TSA = 12 * 1024, 24 * 1024
-
-
-class SigningError(CryptoError):
-    """A certified copy could not be signed (certificate, signature, font)."""
-
-
-@dataclass(frozen=True)
-class SignerInfo:
-    """Who signs, from the certificate: name (CN), title, organisation, validity."""
-
-    name: str
-    title: str
-    organisation: str
-    not_before: datetime
-    not_after: datetime
-
-
-@dataclass(frozen=True)
-class CertifiedPdf:
-    pdf: bytes
-    record: dict[str, Any]  # the register entry and the signature level, sealed with it
-
-
-class Certifier(Protocol):
-    def certify(self, pdf: bytes, doc_id: str) -> CertifiedPdf:
-        """``pdf`` signed as a certified copy; ``SigningError``/``TokenError`` if not."""
 
 
 def signer_info(cert: asn1_x509.Certificate) -> SignerInfo:

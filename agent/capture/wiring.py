@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 from types import TracebackType
 
+from agent.capture.certifier import Certifier
 from agent.capture.events import NO_EVENTS, CaptureEvents
 from agent.capture.pipeline import CaptureResult, SealSettings, capture_batch
 from agent.capture.register import CertificationRegister
-from agent.capture.signing import Certifier
 from agent.config import CaptureConfig, Config
 from agent.wiring import open_spool
 from device.barcodes import BarcodeReader, ZbarReader

@@ -24,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.capture.certifier import CertifiedPdf, Certifier
 from agent.capture.pipeline import capture_batch
 from agent.capture.register import CertificationRegister
-from agent.capture.signing import CertifiedPdf, Certifier, TokenCertifier, open_certifier
+from agent.capture.signing import TokenCertifier, open_certifier
 from agent.config import CaptureConfig, SignConfig
 from device.barcodes import ZbarReader
 from sync.spool.store import Spool
