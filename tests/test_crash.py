@@ -30,8 +30,9 @@ SEED = int(os.environ.get("SOHOA_CRASH_SEED", "20261123"))
 KILLS = 210
 DPI = 200
 FOLDERS = 6
-# kill windows after start: during import, during page intake, during sealing and commit
-SCAN_DELAYS = ((0.0, 0.3), (0.25, 0.55), (0.45, 0.8))
+# kill windows after start, as fractions of how long one whole scan takes on this machine
+# (measured first): during import, during page intake, during sealing and commit
+SCAN_DELAYS = ((0.0, 0.35), (0.3, 0.7), (0.55, 1.0))
 SYNC_DELAYS = (0.2, 2.5)
 
 
@@ -69,6 +70,7 @@ class Chaos:
     kills: dict[str, int] = field(default_factory=lambda: {"scan": 0, "sync": 0})
     captured: dict[str, str] = field(default_factory=dict)  # doc_id -> pdf_sha256
     scans_completed: int = 0
+    scan_s: float = 0.8  # one whole scan here, start-up included (``measure_scan``)
 
     def spawn(self, *args: str, out: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
         env = {**os.environ, "SOHOA_CONFIG": str(self.site.device_toml)}
@@ -93,7 +95,18 @@ class Chaos:
         if self.rng.random() < 0.15:
             return Child(proc, None)
         lo, hi = self.rng.choice(SCAN_DELAYS)
-        return Child(proc, time.monotonic() + self.rng.uniform(lo, hi))
+        return Child(proc, time.monotonic() + self.scan_s * self.rng.uniform(lo, hi))
+
+    def measure_scan(self, folders: list[Path]) -> None:
+        """Time one scan left to finish, so that the kills land inside the work on a
+        fast machine and a slow one alike."""
+        started = time.monotonic()
+        proc = self.spawn("scan", "--from", str(folders[0]), "--json", "--hashes")
+        proc.wait(timeout=120)
+        self.scan_s = time.monotonic() - started
+        self.collect(Child(proc, None))
+        if proc.stdout:
+            proc.stdout.close()
 
     def new_sync(self) -> Child:
         proc = self.spawn("sync", out=subprocess.DEVNULL)
@@ -110,6 +123,7 @@ class Chaos:
             self.captured[d["doc_id"]] = d["pdf_sha256"]
 
     def run(self, folders: list[Path], kills: int) -> None:
+        self.measure_scan(folders)
         scan, sync = self.new_scan(folders), self.new_sync()
         while sum(self.kills.values()) < kills:
             now = time.monotonic()
@@ -150,7 +164,10 @@ def test_hundreds_of_power_cuts_lose_and_duplicate_nothing(
     started = time.monotonic()
     chaos.run(folders, KILLS)
     chaos_s = time.monotonic() - started
-    why = f"seed={SEED} kills={chaos.kills} scans_completed={chaos.scans_completed}"
+    why = (
+        f"seed={SEED} kills={chaos.kills} scans_completed={chaos.scans_completed}"
+        f" scan_s={chaos.scan_s:.2f}"
+    )
     assert sum(chaos.kills.values()) >= 200, why
     assert chaos.kills["scan"] >= 100 and chaos.kills["sync"] >= 30, why
     assert len(chaos.captured) >= 20, why  # enough reported documents to mean something
