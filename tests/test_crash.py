@@ -32,7 +32,7 @@ DPI = 200
 FOLDERS = 6
 # kill windows after start, as fractions of how long one whole scan takes on this machine
 # (measured first): during import, during page intake, during sealing and commit
-SCAN_DELAYS = ((0.0, 0.35), (0.3, 0.7), (0.55, 1.0))
+SCAN_DELAYS = ((0.0, 0.5), (0.5, 0.8), (0.7, 1.0))
 SYNC_DELAYS = (0.2, 2.5)
 
 
