@@ -11,10 +11,8 @@ OCR tools are missing, OCR stops with one error line and ingest carries on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +22,7 @@ from contextlib import contextmanager
 
 from agent.config import Config
 from agent.services.warehouse import MAX_RESTARTS, RESTART_WINDOW_S
-from agent.services.warehouse_procs import _die_with_parent
+from agent.services.warehouse_procs import _die_with_parent, stop_children
 from sync.errors import ExitCode
 from sync.warehouse.index import open_index
 from sync.warehouse.ocr import Liveness, OcrSettings, OcrTally, run_ocr
@@ -123,16 +121,7 @@ class OcrProcesses:
             self._spawn(k)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_children(self.procs.values(), timeout_s)
 
 
 @contextmanager

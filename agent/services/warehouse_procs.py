@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 
 from agent.config import Config
 from agent.services.warehouse import MAX_RESTARTS, RESTART_WINDOW_S
@@ -77,13 +78,19 @@ class WorkerProcesses:
             self._spawn(k)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_children(self.procs.values(), timeout_s)
+
+
+def stop_children(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
+    """SIGTERM to every child, then wait; one that outlives ``timeout_s`` is killed."""
+    procs = list(procs)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
