@@ -161,10 +161,10 @@ def _sd_notify(state: str) -> None:
 
 def cmd_warehouse(args: argparse.Namespace, cfg: Config) -> int:
     if args.wh_cmd == "serve":
+        stop = _stop_on_sigterm()  # before the imports: a stop while starting ends cleanly
         from agent.services.warehouse import WarehouseWorkers
         from agent.services.warehouse_ocr import ocr_beside
 
-        stop = _stop_on_sigterm()
         if args.workers > 1 and not args.threads:
             return _serve_processes(cfg, args, stop)
         with (

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from sync.protocol import manifest_topic, parse_receipt, receipt_topic, segment_
 from sync.warehouse.index import DocumentIndex
 from tests.support.site import REPO, SOHOA, write_toml
 from tests.support.sync import Sealed, fake_pdf, seal, spool_documents
+from tests.support.units import NotifySocket
+from tests.support.wait import became_true
 
 STOP_TIMEOUT_S = 15.0
 
@@ -141,6 +144,8 @@ class ServeProcess:
         self.province, self.instance, self.workers, self.log = province, instance, workers, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self._notify_dir = Path(tempfile.mkdtemp(prefix="sohoa-notify-"))  # short: AF_UNIX
+        self._notify: NotifySocket | None = None
 
     @property
     def client_ids(self) -> list[str]:
@@ -150,11 +155,17 @@ class ServeProcess:
         return [f"sohoa-warehouse-{self.instance}-p{k + 1}-w1" for k in range(self.workers)]
 
     def start(self) -> ServeProcess:
+        """Start it with a notify socket of its own, as systemd would (Type=notify)."""
         args = ["-v", "warehouse", "serve", "--workers", str(self.workers)]
+        if self._notify is not None:
+            self._notify.close()
+        sock = self._notify_dir / f"n{self.kills}"
+        sock.unlink(missing_ok=True)
+        self._notify = NotifySocket(sock, os.getuid())
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
                 [*SOHOA, *args, "--instance", self.instance],
-                env=env_for(self.province.toml),
+                env={**env_for(self.province.toml), "NOTIFY_SOCKET": str(sock)},
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -172,10 +183,20 @@ class ServeProcess:
         self.proc.wait(STOP_TIMEOUT_S)
         self.kills += 1
 
+    def ready(self) -> bool:
+        """Its READY=1 arrived: started, signal handlers in place, workers connecting."""
+        proc, notify = self.proc, self._notify
+        return proc is not None and notify is not None and bool(notify.sent(proc.pid, "READY"))
+
     def stop(self) -> int | None:
-        """Ctrl-C (the service's clean stop), SIGKILL if it hangs; its exit status."""
+        """Ctrl-C (the service's clean stop) once it said it is ready, as systemd's stop
+        job waits for a starting unit; SIGKILL if it hangs; its exit status."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
+        proc = self.proc
+        became_true(lambda: self.ready() or proc.poll() is not None, STOP_TIMEOUT_S)
+        if proc.poll() is not None:
+            return proc.returncode
         self.proc.send_signal(signal.SIGINT)
         try:
             return self.proc.wait(STOP_TIMEOUT_S)
