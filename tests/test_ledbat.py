@@ -64,6 +64,17 @@ def test_the_window_grows_to_fill_an_idle_link_and_keeps_the_queue_near_the_targ
     assert est.base_rtt_ms is not None and 50 < est.base_rtt_ms < 80
 
 
+def test_a_link_slower_than_one_message_per_target_stays_busy() -> None:
+    """At 64 kbit/s one 2 KiB message takes 0.26 s to cross, longer than the 0.1 s
+    target: the queue may hold one message, else the link idles between them."""
+    link = Link(rate=8_000, base=0.6)
+    link.run(20)
+    delivered = link.run(30)
+    assert delivered / 30 > 0.97 * link.rate
+    assert link.c.queue_delay is not None and link.c.queue_delay < 2 * MIN_PIECE / link.rate
+    assert link.c.queue_target() == pytest.approx(MIN_PIECE / link.rate, rel=0.1)
+
+
 def test_the_window_shrinks_when_the_office_fills_the_modem_and_grows_back() -> None:
     link = Link(rate=32_000, base=0.3)
     link.run(20)

@@ -39,6 +39,7 @@ RATE_WINDOW_S = 10.0  # the delivery rate is the most seen over this long
 PIECE_TIME_S = 0.1  # a message's time on the link
 MIN_PIECE = 2 * 1024  # a quarter second of a 64 kbit/s link
 MAX_PIECE = 64 * 1024 + 16
+QUEUE_TARGET_PIECES = 1.0  # the queue may hold this many messages on a very slow link
 PACING_GAIN = 1.25  # paced a little faster than the window, so pacing never limits it
 STALL_MIN_S, STALL_MAX_S = 4.0, 8.0
 
@@ -206,13 +207,23 @@ class Ledbat:
         elif self._delay(rtt, size) < self._delay(*self._base[-1][1:]):
             self._base[-1] = (minute, rtt, size)
 
+    def queue_target(self) -> float:
+        """The queueing delay to keep: ``target``, or on a link so slow that one message
+        takes longer to cross it, that message's time (a queue shorter than one message
+        leaves the link idle between messages)."""
+        rate = self.rate
+        if not rate:
+            return self.target
+        return max(self.target, QUEUE_TARGET_PIECES * self.piece_size() / rate)
+
     def _grow(self, acked: int, queue_delay: float, used: int) -> None:
         mss = self.piece_size()
-        if self.slow_start and queue_delay < self.target / 2:
+        target = self.queue_target()
+        if self.slow_start and queue_delay < target / 2:
             self.cwnd += acked
         else:
             self.slow_start = False
-            off_target = (self.target - queue_delay) / self.target
+            off_target = (target - queue_delay) / target
             self.cwnd += GAIN * off_target * acked * mss / self.cwnd
         # a window the sender does not use must not grow (RFC 6817 §2.4.2)
         self.cwnd = min(self.cwnd, max(used, self._min_window()) + ALLOWED_INCREASE * mss)
