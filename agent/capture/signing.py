@@ -36,6 +36,7 @@ from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 
 from agent.capture.blockfont import SessionFont, cut_font
 from agent.capture.certifier import CertifiedPdf, SignerInfo, SigningError
+from agent.capture.cms_template import CmsTemplate, build_template
 from agent.capture.register import Certification, CertificationRegister
 from agent.config import SignConfig
 from device.token import TokenError, on_token, open_session
@@ -116,8 +117,7 @@ def _font_path() -> Path:
     )
 
 
-def last_page_width(pdf: bytes) -> tuple[int, float]:
-    reader = PdfFileReader(io.BytesIO(pdf))
+def last_page_width(reader: PdfFileReader) -> tuple[int, float]:
     pages = reader.root["/Pages"]
     last = int(pages["/Count"]) - 1
     page, _ = reader.find_page_for_modification(last)  # type: ignore[no-untyped-call]
@@ -162,6 +162,63 @@ def _check_signature(signed: bytes, cert: asn1_x509.Certificate) -> None:
         )
 
 
+class TemplateSigner(PKCS11Signer):
+    """pyHanko's PKCS#11 signer, whose PAdES-B-B containers are the session's template
+    (``agent.capture.cms_template``) with the document's digest and the token's
+    signature put in; anything else (a timestamp, a dry run) goes pyHanko's way."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._templates: dict[int, CmsTemplate] = {}
+
+    def template(self, signature_len: int) -> CmsTemplate:
+        t = self._templates.get(signature_len)
+        if t is None:
+            others = [c for c in self.cert_registry if c.self_signed == "no"]
+            mechanism = self.get_signature_mechanism_for_digest("sha256")
+            t = build_template(self.signing_cert, others, mechanism, signature_len)
+            self._templates[signature_len] = t
+        return t
+
+    def expected_signature_len(self) -> int:
+        key = self.signing_cert.public_key
+        return (int(key.bit_size) + 7) // 8 if key.algorithm == "rsa" else 72
+
+    async def async_sign(
+        self,
+        data_digest: bytes,
+        digest_algorithm: str,
+        dry_run: bool = False,
+        use_pades: bool = False,
+        timestamper: Any = None,
+        signed_attr_settings: Any = None,
+        is_pdf_sig: bool = True,
+        encap_content_info: Any = None,
+    ) -> cms.ContentInfo:
+        # signing time is left out under PAdES (the /M entry carries it): any other
+        # attribute asked for is not in the template
+        extra = signed_attr_settings is not None and (
+            signed_attr_settings.cades_signed_attrs is not None
+            or getattr(signed_attr_settings, "adobe_revinfo_attr", None) is not None
+        )
+        plain = not (dry_run or timestamper or encap_content_info or extra)
+        if not (plain and use_pades and is_pdf_sig and digest_algorithm.lower() == "sha256"):
+            return await super().async_sign(
+                data_digest,
+                digest_algorithm,
+                dry_run=dry_run,
+                use_pades=use_pades,
+                timestamper=timestamper,
+                signed_attr_settings=signed_attr_settings,
+                is_pdf_sig=is_pdf_sig,
+                encap_content_info=encap_content_info,
+            )
+        first = self.template(self.expected_signature_len())
+        signature = await self.async_sign_raw(first.signed_attributes(data_digest), "sha256")
+        der = self.template(len(signature)).container(data_digest, signature)
+        return cms.ContentInfo.load(der)
+
+
 class TokenCertifier:
     """Signs certified copies through one logged-in token session (the officer's)."""
 
@@ -178,8 +235,11 @@ class TokenCertifier:
         self._tsa_problem: str | None = None
         cert = load_cert_from_pemder(str(certificate)) if certificate else None  # type: ignore[no-untyped-call]
         others = list(load_certs_from_pemder([str(chain)])) if chain else None  # type: ignore[no-untyped-call]
-        self._signer = PKCS11Signer(session, key_label=sign.key, signing_cert=cert, ca_chain=others)
+        self._signer = TemplateSigner(
+            session, key_label=sign.key, signing_cert=cert, ca_chain=others
+        )
         self.info = signer_info(on_token(sign.token, lambda: self._signer.signing_cert))
+        self._signer.template(self._signer.expected_signature_len())
         wording = block_text(Certification(0, "", "2000-01-01", "", "", "-", sign.location))
         texts = wording + self.info.name + self.info.title
         # cut once for the session, in memory (the cut tells which letters the signer's
@@ -211,12 +271,14 @@ class TokenCertifier:
         """The signed PDF, its level, and why there is no timestamp when one was asked
         for; after one failure the session stops asking (a batch must not wait on a
         dead timestamp authority for every copy)."""
-        page, width = last_page_width(pdf)
+        writers = [IncrementalPdfFileWriter(io.BytesIO(pdf))]  # parsed once, unless retried
+        page, width = last_page_width(writers[0].prev)
         params = {"block": block_text(c)}
 
         def sign(tsa: HTTPTimeStamper | None) -> bytes:
+            writer = writers.pop() if writers else IncrementalPdfFileWriter(io.BytesIO(pdf))
             out = self._pdf_signer(page, width, tsa).sign_pdf(
-                IncrementalPdfFileWriter(io.BytesIO(pdf)),
+                writer,
                 appearance_text_params=params,
                 # a fixed room for the CMS: pyHanko would otherwise build it twice
                 bytes_reserved=RESERVED_TSA if tsa else RESERVED,
