@@ -70,6 +70,21 @@ class RecordedActions:
         self.calls.append(("preset_dossier", code))
         return None
 
+    def open_signing(self, pin: str) -> str | None:
+        self.calls.append(("open_signing", None))  # the PIN is not kept, even here
+        return None
+
+    def close_signing(self) -> str | None:
+        self.calls.append(("close_signing", None))
+        return None
+
+    def certify_next(self, on: bool) -> str | None:
+        self.calls.append(("certify_next", str(on)))
+        return None
+
+    def signing(self) -> dict[str, Any]:
+        return {"available": False, "open": False, "signer": None, "title": None}
+
 
 class Page:
     """The page's app on a free port in this process, with clocks a test can move."""

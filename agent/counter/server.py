@@ -42,6 +42,14 @@ class Actions(Protocol):
 
     def preset_dossier(self, code: str) -> str | None: ...
 
+    def open_signing(self, pin: str) -> str | None: ...
+
+    def close_signing(self) -> str | None: ...
+
+    def certify_next(self, on: bool) -> str | None: ...
+
+    def signing(self) -> dict[str, Any]: ...
+
 
 @dataclass
 class CounterContext:
@@ -56,7 +64,12 @@ CONTEXT = web.AppKey("context", CounterContext)
 
 def state_json(request: web.Request) -> dict[str, Any]:
     ctx = request.app[CONTEXT]
-    return {**ctx.facts(), **request.app[STATE].snapshot(), "review_mode": ctx.review_mode}
+    return {
+        **ctx.facts(),
+        **request.app[STATE].snapshot(),
+        "review_mode": ctx.review_mode,
+        "signing": ctx.actions.signing(),
+    }
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -165,6 +178,30 @@ async def preset_dossier(request: web.Request) -> web.StreamResponse:
     return _answer(error, "dossier_set")
 
 
+async def open_signing(request: web.Request) -> web.StreamResponse:
+    """The officer's PIN, in the body of a signed-in, CSRF-checked POST: it opens the
+    token session and is dropped; it is never logged, stored or sent back."""
+    pin = (await _body(request)).get("pin")
+    if not isinstance(pin, str) or not 0 < len(pin) <= 64:
+        return web.json_response({"error": "send {pin}"}, status=400)
+    error = await asyncio.to_thread(request.app[CONTEXT].actions.open_signing, pin)
+    del pin
+    return _answer(error, "signing_open")
+
+
+async def close_signing(request: web.Request) -> web.StreamResponse:
+    error = await asyncio.to_thread(request.app[CONTEXT].actions.close_signing)
+    return _answer(error, "signing_closed")
+
+
+async def certify_next(request: web.Request) -> web.StreamResponse:
+    on = (await _body(request)).get("on")
+    if not isinstance(on, bool):
+        return web.json_response({"error": "send {on: true|false}"}, status=400)
+    error = request.app[CONTEXT].actions.certify_next(on)
+    return _answer(error, "certify_on" if on else "certify_off")
+
+
 async def review(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     try:
@@ -232,6 +269,9 @@ def build_app(
     r.add_post("/api/batch", start_batch)
     r.add_post("/api/dossier", preset_dossier)
     r.add_post("/api/review/{batch}", review)
+    r.add_post("/api/signing/open", open_signing)
+    r.add_post("/api/signing/close", close_signing)
+    r.add_post("/api/signing/next", certify_next)
     r.add_post("/api/sheets", sheets)
     r.add_static("/static/", HERE / "static", show_index=False)
     return app

@@ -76,6 +76,24 @@ def plan_documents(plan: BatchPlan) -> list[dict[str, Any]]:
     ]
 
 
+def document_view(d: Any) -> dict[str, Any]:
+    """A sealed document as the page shows it: the keys of /api/state's contract, and
+    for a certified copy its number and book, or why it stayed unsigned."""
+    view = {
+        "dossier_code": d.dossier_code,
+        "owner_id": d.owner_id,
+        "doc_type": d.doc_type,
+        "pages": d.pages,
+        "flags": list(d.flags),
+    }
+    cert = getattr(d, "certification", None)
+    if cert:
+        view["certified"] = {"number": cert["number"], "book": cert["book"]}
+    if getattr(d, "problem", None):
+        view["unsigned"] = d.problem
+    return view
+
+
 class CounterState:
     wants_thumbnails = True
 
@@ -153,16 +171,7 @@ class CounterState:
         return edit
 
     def batch_ended(self, batch_id: str, result: Any) -> None:
-        docs = [
-            {
-                "dossier_code": d.dossier_code,
-                "owner_id": d.owner_id,
-                "doc_type": d.doc_type,
-                "pages": d.pages,
-                "flags": list(d.flags),
-            }
-            for d in result.documents
-        ]
+        docs = [document_view(d) for d in result.documents]
         with self._lock:
             view = self._batches.get(batch_id)
             if view is not None:

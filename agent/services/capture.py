@@ -21,6 +21,7 @@ from pathlib import Path
 from agent.capture.codes import parse_dossier_code, parse_lookup_url
 from agent.capture.events import NO_EVENTS, CaptureEvents
 from agent.capture.pipeline import CaptureResult, record_scanner_failure
+from agent.capture.signdesk import Opened, SigningDesk
 from agent.capture.wiring import Capture, scan_settings, seal_settings
 from agent.config import Config
 from agent.errors import FAILURES, CodeError, Failure
@@ -114,6 +115,7 @@ class _Service:
     device: str | None = None
     wake: threading.Event = field(default_factory=threading.Event)  # stop, or a request
     requests: queue.Queue[str] = field(default_factory=queue.Queue)
+    desk: SigningDesk = field(default_factory=lambda: SigningDesk(None))
 
     def start_batch(self, profile: str | None) -> str | None:
         if not self.device:
@@ -129,6 +131,19 @@ class _Service:
         self.preset.set(dossier)
         return None
 
+    def open_signing(self, pin: str) -> str | None:
+        return self.desk.open(pin)
+
+    def close_signing(self) -> str | None:
+        self.desk.close()
+        return None
+
+    def certify_next(self, on: bool) -> str | None:
+        return self.desk.mark_next(on)
+
+    def signing(self) -> dict[str, object]:
+        return self.desk.status()
+
     def _requested(self) -> str | None:
         try:
             return self.requests.get_nowait()
@@ -141,7 +156,10 @@ class _Service:
         """One batch; a failing batch is logged and the service carries on."""
         capture.events = self.events
         try:
-            result = capture.run(source, preset_dossier=self.preset.take(), profile=profile)
+            with self.desk.for_batch() as certifier:
+                result = capture.run(
+                    source, preset_dossier=self.preset.take(), profile=profile, certifier=certifier
+                )
         except SpoolError:
             raise
         except FAILURES as exc:
@@ -190,6 +208,29 @@ class _Service:
                     self.batch(capture, SaneScanner(name, settings), requested or None)
 
 
+def signing_opener(cfg: Config) -> Callable[[str], Opened] | None:
+    """How the counter page opens the officer's token session (None without [sign]);
+    pyHanko is imported only then."""
+    if not cfg.sign.module:
+        return None
+    warehouse = seal_settings(cfg).warehouse
+    register_dir = cfg.home / "spool" / "register"  # as Capture.register: beside the spool
+
+    def open_session(pin: str) -> Opened:
+        from agent.capture.register import CertificationRegister
+        from agent.capture.signing import RefusedCertifier, open_certifier
+
+        register = CertificationRegister(register_dir, warehouse)
+        certifier = open_certifier(cfg.sign, pin, register, cfg.path)
+        if isinstance(certifier, RefusedCertifier):
+            log.warning("signing session refused reason=%s", certifier.error.message)
+            return Opened(None, certifier.error.line())
+        log.info("signing session opened signer=%s", certifier.info.name)
+        return Opened(certifier)
+
+    return open_session
+
+
 def _start(target: Callable[[], None], failures: list[Failure]) -> threading.Thread:
     def guarded() -> None:
         try:
@@ -215,7 +256,7 @@ def run_agent(
     """Capture batches until ``stop`` is set. With nothing to capture from, it says
     which settings to fill and waits (under systemd a crash loop would help nobody)."""
     seal_settings(cfg)  # a missing or wrong key is reported before the service says READY
-    service = _Service(cfg, stop, on_batch, device=device)
+    service = _Service(cfg, stop, on_batch, device=device, desk=SigningDesk(signing_opener(cfg)))
     page = None
     if cfg.ui.listen:  # the page's libraries load only when it is on
         from agent.counter.state import CounterState
@@ -246,6 +287,7 @@ def run_agent(
     notify("READY=1")
     while not stop.is_set() and all(w.is_alive() for w in workers):  # none: wait for stop
         notify("WATCHDOG=1")
+        service.desk.expire()
         stop.wait(WATCHDOG_S)
     stop.set()
     service.wake.set()
@@ -253,6 +295,7 @@ def run_agent(
         state.release()  # a batch waiting for review is sealed, not lost
     for w in workers:
         w.join(10)
+    service.desk.close()  # the token session ends with the agent
     if page is not None:
         page.stop()
     if failures:

@@ -169,6 +169,7 @@ class CounterAgent:
         capture: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
         listen: bool = True,
+        sections: Mapping[str, Mapping[str, object]] | None = None,
     ) -> CounterAgent:
         work.mkdir(parents=True, exist_ok=True)
         hot = work / "hot"
@@ -182,6 +183,7 @@ class CounterAgent:
             capture={"hot_folder": str(hot), **(capture or {})},
             ui={"listen": f"127.0.0.1:{port}" if listen else "", **(ui or {})},
             spool={"reserve_mb": 0},
+            **{name: dict(values) for name, values in (sections or {}).items()},
         )
         full_env = {**os.environ, "SOHOA_CONFIG": str(config), **(env or {})}
         full_env.pop("SOHOA_HOME", None)

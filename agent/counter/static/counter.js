@@ -76,6 +76,11 @@
       };
       if (d.dossier_code) item.append(line(t.dossier, d.dossier_code));
       if (d.owner_id) item.append(line(t.owner, d.owner_id));
+      if (d.certified) {
+        const c = d.certified;
+        item.append(el("div", "badge badge-certified", t.certified + " " + c.number + " · " + t.book + " " + c.book));
+      }
+      if (d.unsigned) item.append(el("div", "badge flag-unsigned", t.not_signed + ": " + d.unsigned));
       if ((d.flags || []).length) {
         const flags = el("div", "flags");
         d.flags.forEach((f) => flags.append(el("span", "badge flag-" + f, t["flag_" + f] || f)));
@@ -205,9 +210,19 @@
     lastBanner = id;
   }
 
+  function renderSigning(signing) {
+    const s = signing || {};
+    $("signing").hidden = !s.available;
+    $("pin-form").hidden = !!s.open;
+    $("signing-open").hidden = !s.open;
+    $("signer").textContent = s.open ? s.signer + (s.title ? " — " + s.title : "") : "";
+    $("certify-next").checked = !!s.certify_next;
+  }
+
   function render(state) {
     // scanner, disk and link change without the batch changing: always redrawn
     renderFacts(state);
+    renderSigning(state.signing);
     if (state.version === shown) return;
     shown = state.version;
     // the batch in progress, else the last one, so its pages stay in view
@@ -263,6 +278,24 @@
     const r = await post("/api/dossier", { code: $("dossier-code").value });
     if (r.ok) $("dossier-code").value = "";
     say(r, "dossier_set");
+  });
+  $("pin-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const pin = $("pin");
+    const r = await post("/api/signing/open", { pin: pin.value });
+    pin.value = ""; // the PIN stays nowhere on the page
+    say(r, "signing_open");
+    refresh();
+  });
+  $("close-signing").addEventListener("click", async () => {
+    say(await post("/api/signing/close", {}), "signing_closed");
+    refresh();
+  });
+  $("certify-next").addEventListener("change", async (ev) => {
+    const on = ev.target.checked;
+    const r = await post("/api/signing/next", { on });
+    say(r, on ? "certify_on" : "certify_off");
+    refresh();
   });
   $("confirm").addEventListener("click", () => {
     if (current) edit(current.batch_id, "confirm", -1, -1);
