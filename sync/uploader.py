@@ -43,7 +43,8 @@ from sync.protocol import (
     command_topic,
     manifest_topic,
     parse_receipt,
-    piece_topic,
+    piece_message,
+    pieces_topic,
     query_topic,
     receipt_topic,
     segment_topic,
@@ -232,23 +233,24 @@ class Uploader:
             doc.cached = (piece.n, read_segment(doc.spool.envelope, doc.header, piece.n))
         data = doc.cached[1][piece.offset : piece.offset + piece.length]
         dev, doc_id = self.s.device_id, doc.doc_id
-        topic = (
-            segment_topic(dev, doc_id, piece.n)
-            if piece.whole
-            else piece_topic(dev, doc_id, piece.n, piece.offset)
-        )
-        self._publish(topic, data, doc)
+        if piece.whole:
+            self._publish(segment_topic(dev, doc_id, piece.n), data, doc)
+        else:  # one topic per document, sent as an alias: the piece says where it goes
+            message = piece_message(piece.n, piece.offset, data)
+            self._publish(pieces_topic(dev, doc_id), message, doc, alias=True)
         self.stats.messages_sent += 1
         self.stats.bytes_sent += len(data)
         self.stats.segments_sent += piece.last
 
-    def _publish(self, topic: str, payload: bytes, doc: InFlightDoc | None) -> None:
+    def _publish(
+        self, topic: str, payload: bytes, doc: InFlightDoc | None, *, alias: bool = False
+    ) -> None:
         ticket = self.control.ticket(len(payload), self._in_flight + len(payload))
-        pending = self.link.publish_nowait(topic, payload, qos=1)
+        pending = self.link.publish_nowait(topic, payload, qos=1, alias=alias)
         # paced by what goes on the link (framing, manifests and queries included), so
         # that an explicit bandwidth_kbps is never exceeded
         self._pace_wait(time.monotonic())
-        self._paced_debt += len(topic) + len(payload) + MQTT_FRAMING
+        self._paced_debt += pending.topic_bytes + len(payload) + MQTT_FRAMING
         if not self._flights:
             self._last_progress = time.monotonic()
         self._flights.append(_Flight(pending, ticket, doc))

@@ -366,3 +366,26 @@ def test_inconsistent_tls_settings_are_a_config_error(config: BrokerConfig, matc
 def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot load the broker TLS files"):
         Link(settings(1, "dev-1", tls_ca=tmp_path / "missing.pem"))
+
+
+def test_a_topic_sent_often_goes_as_an_alias_and_arrives_whole(broker: Broker, ns: str) -> None:
+    """Pieces of a document share one topic: after the first, each costs 3 bytes of topic
+    on the device's link instead of the whole name, and subscribers see the full topic."""
+    topics = [f"sohoa/v1/d/{ns}/doc/{ns}-{k:032d}/p" for k in range(2)]
+    payload = bytes(100)
+    with (
+        FaultProxy((broker.host, broker.port)) as proxy,
+        connected(broker.port, f"{ns}-sub") as sub,
+        connected(proxy.port, f"{ns}-pub") as pub,
+    ):
+        sub.subscribe(f"sohoa/v1/d/{ns}/doc/+/p")
+        before = proxy.bytes_up
+        pendings = [pub.publish_nowait(topics[k % 2], payload, alias=True) for k in range(40)]
+        assert all(p.wait(10) for p in pendings)
+        on_link = proxy.bytes_up - before
+        got = drain(sub)
+    assert [m.topic for m in got] == [topics[k % 2] for k in range(40)]
+    # two full names, then aliases: at most 20 bytes of MQTT beside each payload, where
+    # the names alone would be 67 bytes a message
+    assert 40 * len(payload) < on_link < 40 * (len(payload) + 20) + 2 * len(topics[0])
+    assert [p.topic_bytes for p in pendings[:3]] == [len(topics[0]) + 3, len(topics[1]) + 3, 3]

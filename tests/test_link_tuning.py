@@ -27,7 +27,7 @@ from agent.services.warehouse import ingest_from_config
 from sync.keys import load_warehouse_public
 from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings, Message
-from sync.protocol import parse_doc_topic, parse_receipt
+from sync.protocol import parse_doc_topic, parse_receipt, split_piece
 from sync.spool.store import Spool
 from sync.uploader import Uploader, UploadSettings
 from tests.support.faultproxy import FaultProxy
@@ -83,7 +83,17 @@ def device_running(cfg: Config) -> Iterator[DeviceLoop]:
 class Seen:
     at: float  # time.time(), to compare with log records
     topic: str
-    size: int
+    size: int  # of the payload; of a piece, its bytes of the segment
+    segment: int | None = None  # a piece's segment and offset (in its payload)
+    offset: int | None = None
+
+
+def seen(topic: str, payload: bytes) -> Seen:
+    t = parse_doc_topic(topic)
+    if t.kind == "p" and t.segment is None:
+        n, offset, data = split_piece(payload)
+        return Seen(time.time(), topic, len(data), n, offset)
+    return Seen(time.time(), topic, len(payload), t.segment, t.offset)
 
 
 class Watcher:
@@ -115,7 +125,7 @@ class Watcher:
         while not self._stop.is_set():
             msg = self.link.get(0.05)
             if msg is not None:
-                self.seen.append(Seen(time.time(), msg.topic, len(msg.payload)))
+                self.seen.append(seen(msg.topic, msg.payload))
 
     def data(self) -> list[Seen]:
         """Segment and piece messages, in the order the broker delivered them."""
@@ -411,9 +421,8 @@ def pieces_of_segment_0(seen: list[Seen]) -> list[tuple[int, int]]:
     """(offset, length) of every piece of segment 0, in the order they came."""
     out: list[tuple[int, int]] = []
     for s in seen:
-        t = parse_doc_topic(s.topic)
-        if t.kind == "p" and t.segment == 0 and t.offset is not None:
-            out.append((t.offset, s.size))
+        if parse_doc_topic(s.topic).kind == "p" and s.segment == 0 and s.offset is not None:
+            out.append((s.offset, s.size))
     return out
 
 

@@ -25,6 +25,7 @@ class PendingPublish:
         self._failed = False
         self._reason = ""
         self.settled_at = 0.0  # time.monotonic() of the acknowledgement
+        self.topic_bytes = 0  # of the topic as it went on the wire (an alias: none)
 
     def done(self) -> bool:
         return self._event.is_set()

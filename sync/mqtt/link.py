@@ -16,6 +16,7 @@ import queue
 import socket
 import ssl
 import threading
+from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE_HINT = "check [broker] url and that mosquitto is running"
 REFUSED_HINT = "check [broker] url, the device certificate and credentials, and the broker ACL"
+MAX_ALIASES = 64  # topic aliases kept per connection (documents in flight at most)
 LINK_HINT = "the link is slow or down; reconnect and retry (the spool keeps the data)"
 
 
@@ -55,6 +57,10 @@ class Link:
         self._down_reason = ""
         self._session_present = False
         self._started = False
+        # MQTT v5 topic aliases this connection established (the broker's CONNACK says
+        # how many it takes): topic -> alias, least recently used first
+        self._alias_max = 0
+        self._aliases: OrderedDict[str, int] = OrderedDict()
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -96,12 +102,13 @@ class Link:
     # --- paho's thread -------------------------------------------------------------
 
     def _on_connect(
-        self, _c: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, code: ReasonCode, _p: Any
+        self, _c: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, code: ReasonCode, props: Any
     ) -> None:
         if code.is_failure:
             self._refused = code
         else:
             self._session_present = flags.session_present
+            self._alias_max = min(int(getattr(props, "TopicAliasMaximum", 0) or 0), MAX_ALIASES)
             self._up.set()
         self._connack.set()
 
@@ -229,16 +236,40 @@ class Link:
     ) -> None:
         self.close()
 
+    def _alias_for(self, topic: str) -> tuple[str, Properties | None]:
+        """(topic to send, properties): the topic with a new alias the first time, an
+        empty topic and the alias after; the least recently used alias is remapped once
+        all the broker allows are taken."""
+        if not self._alias_max:
+            return topic, None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        alias = self._aliases.get(topic)
+        if alias is not None:
+            self._aliases.move_to_end(topic)
+            props.TopicAlias = alias
+            return "", props
+        if len(self._aliases) < self._alias_max:
+            alias = len(self._aliases) + 1
+        else:
+            _, alias = self._aliases.popitem(last=False)
+        self._aliases[topic] = alias
+        props.TopicAlias = alias
+        return topic, props
+
     def publish_nowait(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, alias: bool = False
     ) -> PendingPublish:
-        """Send without waiting; the result settles on PUBACK (qos 1) or once written (qos 0)."""
+        """Send without waiting; the result settles on PUBACK (qos 1) or once written (qos 0).
+        With ``alias`` a topic sent often goes as an MQTT v5 topic alias after its first
+        message on this connection (when the broker takes aliases)."""
         pending = PendingPublish(f"publish to {topic}")
         if not self._up.is_set():
             pending._settle(self._down_reason or "not connected")
             return pending
+        wire, props = self._alias_for(topic) if alias else (topic, None)
+        pending.topic_bytes = len(wire.encode()) + (3 if props is not None else 0)
         try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            info = self._client.publish(wire, payload, qos=qos, retain=retain, properties=props)
         except ValueError as exc:
             raise BrokerError(
                 f"cannot publish to topic {topic!r}: {exc}",

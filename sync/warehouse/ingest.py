@@ -40,6 +40,7 @@ from sync.protocol import (
     Query,
     parse_doc_topic,
     parse_query,
+    split_piece,
 )
 from sync.warehouse.answers import Answers
 from sync.warehouse.archive import archive_document
@@ -137,7 +138,10 @@ class Ingest:
             if t.kind == "s":
                 assert t.segment is not None
                 return self._on_segment(t.device, t.doc, t.segment, payload)
-            if t.kind == "p":
+            if t.kind == "p" and t.segment is None:  # segment and offset in the payload
+                n, offset, data = split_piece(payload)
+                return self._on_piece(t.device, t.doc, n, offset, data)
+            if t.kind == "p":  # …/p/{n}/{offset}, as the first devices with pieces sent
                 assert t.segment is not None and t.offset is not None
                 return self._on_piece(t.device, t.doc, t.segment, t.offset, payload)
             try:

@@ -368,7 +368,7 @@ def blackhole_measure(root: Path, spec: LinkSpec) -> tuple[float, float]:
         def watcher() -> None:
             while not stop_watch.is_set():
                 msg = watch.get(0.05)
-                if msg is not None and ("/s/" in msg.topic or "/p/" in msg.topic):
+                if msg is not None and ("/s/" in msg.topic or "/p" in msg.topic):
                     seen.append(time.monotonic())
 
         threading.Thread(target=watcher, daemon=True).start()
