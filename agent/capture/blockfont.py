@@ -16,10 +16,11 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
+import uharfbuzz as hb
 from fontTools import subset, ttLib
 from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.font.api import FontEngineFactory
-from pyhanko.pdf_utils.font.opentype import CIDFontType2, GlyphAccumulator
+from pyhanko.pdf_utils.font.api import FontEngine, FontEngineFactory
+from pyhanko.pdf_utils.font.opentype import CIDFontType2, GlyphAccumulator, _read_ps_name
 from pyhanko.pdf_utils.generic import pdf_name
 from pyhanko.pdf_utils.writer import BasePdfFileWriter
 
@@ -57,17 +58,29 @@ class _PrebuiltProgram(CIDFontType2):
 
 
 class _SessionGlyphs(GlyphAccumulator):
-    """pyHanko's accumulator over the session's font, embedding it as it is."""
+    """pyHanko's accumulator over the session's font, parsed once (``SessionFont``) and
+    embedded as it is. pyHanko's own ``__init__`` parses the font file again for every
+    signature; this one takes the session's parsed font, which nothing changes (no
+    subset is cut from it), and sets what that ``__init__`` sets."""
 
-    def __init__(
-        self, writer: BasePdfFileWriter, font: bytes, program: bytes, size: int, stream: Any
-    ) -> None:
-        super().__init__(writer, io.BytesIO(font), size, obj_stream=stream)
-        if not isinstance(self.cidfont_obj, CIDFontType2):
-            raise ValueError("the certification block's font must be TrueType")
-        self.cidfont_obj = _PrebuiltProgram(
-            self.tt, self.cidfont_obj.name.partition("+")[2], self.subset_prefix, program
+    def __init__(self, writer: BasePdfFileWriter, font: SessionFont, stream: Any) -> None:
+        FontEngine.__init__(
+            self, writer, font.ps_name, True, obj_stream=stream, font_size=font.size
         )
+        self.hb_font, self.tt = font.hb_font, font.tt
+        self._font_ref = writer.allocate_placeholder()
+        self.cff_charset = None
+        self.use_raw_gids = True
+        self.cidfont_obj = _PrebuiltProgram(font.tt, font.ps_name, self.subset_prefix, font.program)
+        self.features = None
+        self.units_per_em = font.units_per_em
+        self._glyphs: dict[int, tuple[int, int]] = {}
+        self._glyph_set = font.glyph_set
+        self._cid_to_unicode: dict[int, str] = {}
+        self._GlyphAccumulator__reverse_cmap = None
+        self.ot_language_tag = self.ot_script_tag = None
+        self.writing_direction = self.bcp47_lang_code = None
+        self._subset_created = self._write_prepared = False
 
     def _extract_subset(self, options: subset.Options | None = None) -> None:
         """Nothing: the session's font is already the cut."""
@@ -79,10 +92,19 @@ class SessionFont(FontEngineFactory):
     def __init__(self, font: bytes, size: int) -> None:
         self.font, self.size = font, size
         self.program = zlib.compress(font, 6)
+        self.tt = ttLib.TTFont(io.BytesIO(font))
+        if "glyf" not in self.tt:
+            raise ValueError("the certification block's font must be TrueType")
+        self.hb_font = hb.Font(hb.Face(font))
+        self.ps_name = _read_ps_name(self.tt)
+        self.units_per_em = int(self.tt["head"].unitsPerEm)
+        self.glyph_set = self.tt.getGlyphSet(preferCFF=True)
+        for tag in ("head", "hhea", "hmtx", "OS/2", "post", "cmap", "glyf", "loca"):
+            _ = self.tt[tag]  # parsed now, once: every document reads them
 
     def create_font_engine(
         self, writer: BasePdfFileWriter, obj_stream: Any = None
     ) -> GlyphAccumulator:
         if obj_stream is None and writer.stream_xrefs:
             obj_stream = writer.prepare_object_stream()  # type: ignore[no-untyped-call]
-        return _SessionGlyphs(writer, self.font, self.program, self.size, obj_stream)
+        return _SessionGlyphs(writer, self, obj_stream)
