@@ -88,7 +88,7 @@ def test_the_window_shrinks_when_the_office_fills_the_modem_and_grows_back() -> 
     link.queue = 0.0
     link.run(20)
     after = link.c.window()
-    assert during <= 2 * MIN_PIECE < before
+    assert during <= min(4 * MIN_PIECE, 0.2 * before)  # a few pieces: the office has the link
     assert after >= 0.8 * before
 
 

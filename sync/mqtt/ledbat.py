@@ -37,7 +37,7 @@ BASE_HISTORY = 10  # one-minute minima kept for the base delay
 CURRENT_FILTER = 4  # the current delay is the least of the latest samples
 RATE_WINDOW_S = 10.0  # the delivery rate is the most seen over this long
 PIECE_TIME_S = 0.1  # a message's time on the link
-MIN_PIECE = 2 * 1024  # a quarter second of a 64 kbit/s link
+MIN_PIECE = 1024  # 1/8 s of a 64 kbit/s link: a cut loses little, the office waits little
 MAX_PIECE = 64 * 1024 + 16
 QUEUE_TARGET_PIECES = 1.0  # the queue may hold this many messages on a very slow link
 PACING_GAIN = 1.25  # paced a little faster than the window, so pacing never limits it
@@ -85,10 +85,12 @@ class Ledbat:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.queue_delay: float | None = None
-        # raw (round trip, size) samples: their own crossing is taken off with the rate
-        # known when they are compared, so an early low estimate of the rate does not
-        # stay in the base for ten minutes
-        self._base: deque[tuple[int, float, int]] = deque(maxlen=BASE_HISTORY)
+        # raw (minute, round trip, size, rate then) samples: their own crossing is taken
+        # off with the better of the rate known then and the rate known now, so an early
+        # low estimate of the rate does not stay in the base for ten minutes, and a low
+        # one now (a small window delivers little) does not wipe out a base measured
+        # while the link was well used
+        self._base: deque[tuple[int, float, int, float]] = deque(maxlen=BASE_HISTORY)
         self._current: deque[tuple[float, int]] = deque(maxlen=CURRENT_FILTER)
         self._rates: deque[tuple[float, float]] = deque()
 
@@ -106,14 +108,14 @@ class Ledbat:
         """The delivery rate, bytes/s: the most seen lately (0 before any)."""
         return max((r for _t, r in self._rates), default=0.0)
 
-    def _delay(self, rtt: float, size: int) -> float:
-        """A round trip less the message's own time on the link."""
-        rate = self.rate
+    def _delay(self, rtt: float, size: int, known: float = 0.0) -> float:
+        """A round trip less the message's own time on the link (at the best rate known)."""
+        rate = max(self.rate, known)
         return max(rtt - size / rate, 0.0) if rate else rtt
 
     @property
     def base_delay(self) -> float | None:
-        return min((self._delay(r, n) for _m, r, n in self._base), default=None)
+        return min((self._delay(r, n, k) for _m, r, n, k in self._base), default=None)
 
     def window(self) -> int:
         return int(self.cwnd)
@@ -202,10 +204,11 @@ class Ledbat:
 
     def _sample_base(self, rtt: float, size: int, now: float) -> None:
         minute = int(now // 60)
+        sample = (minute, rtt, size, self.rate)
         if not self._base or self._base[-1][0] != minute:
-            self._base.append((minute, rtt, size))
+            self._base.append(sample)
         elif self._delay(rtt, size) < self._delay(*self._base[-1][1:]):
-            self._base[-1] = (minute, rtt, size)
+            self._base[-1] = sample
 
     def queue_target(self) -> float:
         """The queueing delay to keep: ``target``, or on a link so slow that one message
