@@ -9,8 +9,7 @@ Several documents are in flight at once, bounded by bytes in flight, in the
 spool's order (cover-sheet class first, smaller first); receipts are matched to
 their document whatever order they come in. The bytes in flight, the pacing
 and the message size come from the delay-based controller (``sync.mqtt.ledbat``),
-which lives across connections; ``bandwidth_kbps`` only caps it. A segment
-larger than a message the link suits goes in pieces.
+which lives across connections; ``bandwidth_kbps`` only caps it. Segments go in pieces.
 
 After a reconnect the uploader asks the warehouse what it holds (``q``) of a
 document it had begun and sends only what is missing, from inside a segment when

