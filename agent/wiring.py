@@ -16,6 +16,8 @@ from sync.mqtt.backoff import backoff_delays
 from sync.mqtt.settings import BrokerConfig
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sync.spool.store import Spool
 
 RECONNECT_BASE_S = 0.5
@@ -26,7 +28,11 @@ def open_spool(cfg: Config) -> Spool:
     """The device's spool under its home, with the configured free-space reserve."""
     from sync.spool.store import Spool  # here, so that a warehouse never loads the spool
 
-    return Spool(cfg.home / "spool", reserve_bytes=cfg.spool.reserve_mb * 2**20)
+    return Spool(spool_root(cfg), reserve_bytes=cfg.spool.reserve_mb * 2**20)
+
+
+def spool_root(cfg: Config) -> Path:
+    return cfg.home / "spool"
 
 
 def broker_config(cfg: Config) -> BrokerConfig:

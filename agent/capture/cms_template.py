@@ -119,13 +119,14 @@ def build_template(
     )
     der = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
     attrs_der = signer["signed_attrs"].dump()  # [0] IMPLICIT, as it sits in the container
+    attrs_at = _only(der, attrs_der)
     return CmsTemplate(
         der=der,
         digest_at=_only(der, digest_mark),
         signature_at=_only(der, signature_mark),
         signature_len=signature_len,
-        attrs_start=_only(der, attrs_der),
-        attrs_end=_only(der, attrs_der) + len(attrs_der),
+        attrs_start=attrs_at,
+        attrs_end=attrs_at + len(attrs_der),
     )
 
 

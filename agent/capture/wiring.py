@@ -7,6 +7,7 @@ batch through ``Capture``, so the wiring is written once.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 
 from agent.capture.certifier import Certifier
@@ -40,6 +41,11 @@ def scan_settings(cfg: Config) -> ScanSettings:
     )
 
 
+def certification_register(spool_root: Path, seal: SealSettings) -> CertificationRegister:
+    """The device's certification register, beside the spool, sealed to the warehouse."""
+    return CertificationRegister(spool_root / "register", seal.warehouse)
+
+
 class Capture:
     """Everything one batch needs; ``run`` captures one batch into the spool."""
 
@@ -64,8 +70,7 @@ class Capture:
         return cls(spool or open_spool(cfg), seal, cfg.capture)
 
     def register(self) -> CertificationRegister:
-        """The device's certification register, beside the spool, sealed to the warehouse."""
-        return CertificationRegister(self.spool.root / "register", self.seal.warehouse)
+        return certification_register(self.spool.root, self.seal)
 
     def run(
         self,

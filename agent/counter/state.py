@@ -19,10 +19,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.capture.review import Edit
 from agent.capture.split import BatchPlan
+
+if TYPE_CHECKING:
+    from agent.capture.results import DocumentResult
 
 KEEP_BATCHES = 5
 
@@ -76,20 +79,19 @@ def plan_documents(plan: BatchPlan) -> list[dict[str, Any]]:
     ]
 
 
-def document_view(d: Any) -> dict[str, Any]:
+def document_view(d: DocumentResult) -> dict[str, Any]:
     """A sealed document as the page shows it: the keys of /api/state's contract, and
     for a certified copy its number and book, or why it stayed unsigned."""
-    view = {
+    view: dict[str, Any] = {
         "dossier_code": d.dossier_code,
         "owner_id": d.owner_id,
         "doc_type": d.doc_type,
         "pages": d.pages,
         "flags": list(d.flags),
     }
-    cert = getattr(d, "certification", None)
-    if cert:
-        view["certified"] = {"number": cert["number"], "book": cert["book"]}
-    if getattr(d, "problem", None):
+    if d.certification:
+        view["certified"] = {"number": d.certification["number"], "book": d.certification["book"]}
+    if d.problem:
         view["unsigned"] = d.problem
     return view
 

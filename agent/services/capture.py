@@ -22,10 +22,10 @@ from agent.capture.codes import parse_dossier_code, parse_lookup_url
 from agent.capture.events import NO_EVENTS, CaptureEvents
 from agent.capture.pipeline import CaptureResult, record_scanner_failure
 from agent.capture.signdesk import Opened, SigningDesk
-from agent.capture.wiring import Capture, scan_settings, seal_settings
+from agent.capture.wiring import Capture, certification_register, scan_settings, seal_settings
 from agent.config import Config
 from agent.errors import FAILURES, CodeError, Failure
-from agent.wiring import open_spool
+from agent.wiring import open_spool, spool_root
 from device.errors import ScannerError
 from device.scanner import PageSource, ScannedPage
 from sync.errors import SpoolError
@@ -213,14 +213,11 @@ def signing_opener(cfg: Config) -> Callable[[str], Opened] | None:
     pyHanko is imported only then."""
     if not cfg.sign.module:
         return None
-    warehouse = seal_settings(cfg).warehouse
-    register_dir = cfg.home / "spool" / "register"  # as Capture.register: beside the spool
+    register = certification_register(spool_root(cfg), seal_settings(cfg))
 
     def open_session(pin: str) -> Opened:
-        from agent.capture.register import CertificationRegister
         from agent.capture.signing import RefusedCertifier, open_certifier
 
-        register = CertificationRegister(register_dir, warehouse)
         certifier = open_certifier(cfg.sign, pin, register, cfg.path)
         if isinstance(certifier, RefusedCertifier):
             log.warning("signing session refused reason=%s", certifier.error.message)

@@ -210,18 +210,19 @@ class Ledbat:
         elif self._delay(rtt, size) < self._delay(*self._base[-1][1:]):
             self._base[-1] = sample
 
-    def queue_target(self) -> float:
+    def queue_target(self, piece: int | None = None) -> float:
         """The queueing delay to keep: ``target``, or on a link so slow that one message
-        takes longer to cross it, that message's time (a queue shorter than one message
-        leaves the link idle between messages)."""
+        (``piece`` bytes, else the current piece size) takes longer to cross it, that
+        message's time (a queue shorter than one message leaves the link idle)."""
         rate = self.rate
         if not rate:
             return self.target
-        return max(self.target, QUEUE_TARGET_PIECES * self.piece_size() / rate)
+        size = self.piece_size() if piece is None else piece
+        return max(self.target, QUEUE_TARGET_PIECES * size / rate)
 
     def _grow(self, acked: int, queue_delay: float, used: int) -> None:
         mss = self.piece_size()
-        target = self.queue_target()
+        target = self.queue_target(mss)
         if self.slow_start and queue_delay < target / 2:
             self.cwnd += acked
         else:
