@@ -123,9 +123,11 @@ install_packages() {
         return
     fi
     step "installing system packages: ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    # Another apt (unattended-upgrades on a fresh Pi, a second install) may hold
+    # the lock: wait for it rather than fail.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq \
         || fail "apt-get update" "check the network and /etc/apt/sources.list"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
         || fail "apt-get install" "a package could not be installed; read apt's message above"
 }
 
