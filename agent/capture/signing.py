@@ -29,21 +29,28 @@ from pyhanko.pdf_utils import text
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
-from pyhanko.sign.pkcs11 import PKCS11Signer
 from pyhanko.sign.timestamps import HTTPTimeStamper
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 
 from agent.capture.blockfont import SessionFont, cut_font
 from agent.capture.certifier import CertifiedPdf, SignerInfo, SigningError
-from agent.capture.cms_template import CmsTemplate, build_template
 from agent.capture.register import Certification, CertificationRegister
+from agent.capture.sigupdate import (
+    BlockFont,
+    PdfLayout,
+    SignatureText,
+    read_layout,
+    signed_update,
+)
+from agent.capture.tokensigner import NOT_THE_CERTIFICATES_KEY, TemplateSigner
 from agent.config import SignConfig
 from device.token import TokenError, on_token, open_session
 
 log = logging.getLogger("sohoa.sign")
 
 FIELD = "ChungThuc"
+REASON = "Chứng thực bản sao đúng với bản chính"
 FONTS = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     Path("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
@@ -155,68 +162,7 @@ def _check_signature(signed: bytes, cert: asn1_x509.Certificate) -> None:
     except (ValueError, KeyError, IndexError):
         intact = valid = False
     if not (intact and valid):
-        raise SigningError(
-            "chữ ký vừa tạo không kiểm tra được / the signature just made does not verify"
-            " against the document",
-            "check that [sign] key names the private key of the signer's certificate",
-        )
-
-
-class TemplateSigner(PKCS11Signer):
-    """pyHanko's PKCS#11 signer, whose PAdES-B-B containers are the session's template
-    (``agent.capture.cms_template``) with the document's digest and the token's
-    signature put in; anything else (a timestamp, a dry run) goes pyHanko's way."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._templates: dict[int, CmsTemplate] = {}
-
-    def template(self, signature_len: int) -> CmsTemplate:
-        t = self._templates.get(signature_len)
-        if t is None:
-            others = [c for c in self.cert_registry if c.self_signed == "no"]
-            mechanism = self.get_signature_mechanism_for_digest("sha256")
-            t = build_template(self.signing_cert, others, mechanism, signature_len)
-            self._templates[signature_len] = t
-        return t
-
-    def expected_signature_len(self) -> int:
-        key = self.signing_cert.public_key
-        return (int(key.bit_size) + 7) // 8 if key.algorithm == "rsa" else 72
-
-    async def async_sign(
-        self,
-        data_digest: bytes,
-        digest_algorithm: str,
-        dry_run: bool = False,
-        use_pades: bool = False,
-        timestamper: Any = None,
-        signed_attr_settings: Any = None,
-        is_pdf_sig: bool = True,
-        encap_content_info: Any = None,
-    ) -> cms.ContentInfo:
-        # signing time is left out under PAdES (the /M entry carries it): any other
-        # attribute asked for is not in the template
-        extra = signed_attr_settings is not None and (
-            signed_attr_settings.cades_signed_attrs is not None
-            or getattr(signed_attr_settings, "adobe_revinfo_attr", None) is not None
-        )
-        plain = not (dry_run or timestamper or encap_content_info or extra)
-        if not (plain and use_pades and is_pdf_sig and digest_algorithm.lower() == "sha256"):
-            return await super().async_sign(
-                data_digest,
-                digest_algorithm,
-                dry_run=dry_run,
-                use_pades=use_pades,
-                timestamper=timestamper,
-                signed_attr_settings=signed_attr_settings,
-                is_pdf_sig=is_pdf_sig,
-                encap_content_info=encap_content_info,
-            )
-        first = self.template(self.expected_signature_len())
-        signature = await self.async_sign_raw(first.signed_attributes(data_digest), "sha256")
-        der = self.template(len(signature)).container(data_digest, signature)
-        return cms.ContentInfo.load(der)
+        raise NOT_THE_CERTIFICATES_KEY
 
 
 class TokenCertifier:
@@ -245,6 +191,8 @@ class TokenCertifier:
         # cut once for the session, in memory (the cut tells which letters the signer's
         # name holds), and embedded as it is in every block
         self._font = SessionFont(cut_font(_font_path().read_bytes(), [texts]), size=8)
+        tag = "".join(chr(65 + b % 26) for b in hashlib.sha256(self._font.font).digest()[:6])
+        self._block_font = BlockFont(self._font.font, self._font.program, tag)
 
     def _pdf_signer(
         self, page: int, width: float, tsa: HTTPTimeStamper | None
@@ -253,7 +201,7 @@ class TokenCertifier:
             field_name=FIELD,
             subfilter=fields.SigSeedSubFilter.PADES,
             md_algorithm="sha256",
-            reason="Chứng thực bản sao đúng với bản chính",
+            reason=REASON,
             location=self._sign.location or None,
             name=self.info.name,
         )
@@ -267,10 +215,34 @@ class TokenCertifier:
             meta, self._signer, timestamper=tsa, stamp_style=style, new_field_spec=spec
         )
 
-    def _signed(self, pdf: bytes, c: Certification) -> tuple[bytes, str, str | None]:
-        """The signed PDF, its level, and why there is no timestamp when one was asked
-        for; after one failure the session stops asking (a batch must not wait on a
-        dead timestamp authority for every copy)."""
+    def _update(self, pdf: bytes, layout: PdfLayout, c: Certification) -> bytes:
+        text = SignatureText(
+            self.info.name,
+            REASON,
+            self._sign.location,
+            datetime.fromtimestamp(self._clock()).astimezone(),
+        )
+        block = (block_text(c).split("\n"), block_box(layout.width), 8.0)
+        try:
+            return signed_update(
+                pdf, layout, self._block_font, block, text, RESERVED, self._signer.cms_now
+            )
+        except ValueError as exc:  # a chain too long for the room kept for the signature
+            raise SigningError(
+                f"không tạo được chữ ký / the signature cannot be written ({exc})",
+                "give [sign] chain only the intermediate certificates, not a whole bundle",
+            ) from None
+
+    def _signed(self, pdf: bytes, c: Certification) -> tuple[bytes, str, str | None, bool]:
+        """The signed PDF, its level, why there is no timestamp when one was asked for
+        (after one failure the session stops asking: a batch must not wait on a dead
+        timestamp authority for every copy), and whether the signature was checked
+        already (the update written here checks the token's signature as it makes it)."""
+        if not self._sign.tsa_url or self._tsa_problem is not None:
+            layout = read_layout(pdf)
+            if layout is not None:  # sohoa's own PDF: the update is written here
+                signed = on_token(self._sign.token, lambda: self._update(pdf, layout, c))
+                return signed, "PAdES-B-B", self._tsa_problem, True
         writers = [IncrementalPdfFileWriter(io.BytesIO(pdf))]  # parsed once, unless retried
         page, width = last_page_width(writers[0].prev)
         params = {"block": block_text(c)}
@@ -288,14 +260,19 @@ class TokenCertifier:
         if self._sign.tsa_url and self._tsa_problem is None:
             try:
                 tsa = HTTPTimeStamper(self._sign.tsa_url, timeout=10)
-                return on_token(self._sign.token, lambda: sign(tsa)), "PAdES-B-T", None
+                return on_token(self._sign.token, lambda: sign(tsa)), "PAdES-B-T", None, False
             except (TimestampRequestError, OSError) as exc:
                 log.warning("timestamp authority unreachable, signing B-B reason=%s", exc)
                 self._tsa_problem = (
                     f"timestamp authority {self._sign.tsa_url} did not answer"
                     f" ({type(exc).__name__}) — check the link; [sign] tsa_url"
                 )
-        return on_token(self._sign.token, lambda: sign(None)), "PAdES-B-B", self._tsa_problem
+        return (
+            on_token(self._sign.token, lambda: sign(None)),
+            "PAdES-B-B",
+            self._tsa_problem,
+            False,
+        )
 
     def certify(self, pdf: bytes, doc_id: str) -> CertifiedPdf:
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -311,8 +288,9 @@ class TokenCertifier:
             location=self._sign.location,
         )
         try:
-            signed, level, tsa_problem = self._signed(pdf, c)
-            _check_signature(signed, self._signer.signing_cert)
+            signed, level, tsa_problem, checked = self._signed(pdf, c)
+            if not checked:
+                _check_signature(signed, self._signer.signing_cert)
         except (SigningError, TokenError) as exc:
             self._register.record(c, void=exc.message)
             raise
