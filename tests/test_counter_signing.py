@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import CounterAgent, content_pages
+from tests.support.browser import CounterAgent, chromium, content_pages, open_page
 from tests.support.mqtt import Broker
 from tests.support.site import make_site
 from tests.support.softhsm import SIGNER_NAME, SIGNER_TITLE, Token
@@ -99,3 +99,49 @@ def test_opening_a_session_needs_the_csrf_token(agent: CounterAgent, softhsm_tok
     )
     assert answer.status == 403
     assert signing(agent)["open"] is False
+
+
+def test_on_a_phone_the_officer_opens_a_session_and_sees_the_copy_certified(
+    agent: CounterAgent, softhsm_token: Token, tmp_path: Path
+) -> None:
+    """The signing section in Chromium on a 375-pixel phone screen, in Vietnamese: a
+    wrong PIN is told with the tries left, the right one shows the signer, the mark
+    certifies the next batch and the page shows its register number."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chromium(375, 740)
+    try:
+        open_page(driver, agent)
+
+        def until(check: Any) -> Any:
+            return WebDriverWait(driver, 60, poll_frequency=0.1).until(check)
+
+        section = until(lambda d: d.find_element(By.ID, "signing"))
+        until(lambda d: section.is_displayed())
+        assert "Ký số — chứng thực bản sao" in section.text
+        pin = driver.find_element(By.ID, "pin")
+        pin.send_keys("0000-wrong")
+        driver.find_element(By.ID, "open-signing").click()
+        result = driver.find_element(By.ID, "action-result")
+        until(lambda d: "PIN" in result.text)
+        assert "còn" in result.text or "left" in result.text, result.text
+        assert pin.get_attribute("value") == ""  # the PIN stays nowhere on the page
+
+        pin.send_keys(softhsm_token.pin)
+        driver.find_element(By.ID, "open-signing").click()
+        until(lambda d: d.find_element(By.ID, "signer").text.startswith(SIGNER_NAME))
+        assert driver.find_element(By.ID, "pin-form").is_displayed() is False
+        driver.find_element(By.ID, "certify-next").click()
+        until(lambda d: result.text == "Lô tiếp theo sẽ được ký chứng thực")
+
+        agent.feed(content_pages(1, seed=7), "phone-certified")
+        badge = until(lambda d: d.find_elements(By.CSS_SELECTOR, ".badge-certified"))[0]
+        assert badge.text.startswith("Đã chứng thực, số "), badge.text
+        width = driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+        assert width[0] <= width[1], f"the page scrolls sideways on a phone: {width}"
+        driver.save_screenshot(str(tmp_path / "counter-signing-phone.png"))
+    finally:
+        driver.quit()
