@@ -31,6 +31,7 @@ from sync.keys import (
     load_warehouse_private,
 )
 from sync.spool.store import Spool
+from tests.support.counter_pages import make
 
 DEVICE_ID = "test-device"
 
@@ -190,3 +191,21 @@ def test_sane_test_scanner_batch_becomes_one_ten_page_document(
     result = run(scanner, spool, keys, reader, min_dpi=50)
     assert (result.status, result.pages_in, result.warnings) == ("complete", 10, ())
     assert shape(result, spool, keys) == [(10, 10)]
+
+
+class Listed:
+    """Pages as a scanner delivering JPEG hands them over."""
+
+    def __init__(self, jpegs: Sequence[bytes]) -> None:
+        self.jpegs = jpegs
+
+    def pages(self) -> Iterator[ScannedPage]:
+        for n, data in enumerate(self.jpegs):
+            yield ScannedPage(n, Image.open(io.BytesIO(data)), 300, "feeder", data)
+
+
+def test_faded_pages_are_kept_with_drop_blank_and_true_backs_dropped(spool, keys, reader):
+    sheets = [make("faded", 21), make("blank_back", 22), make("faded_note", 23)]
+    result = run(Listed([p.jpeg for p in sheets]), spool, keys, reader, drop_blank=True)
+    assert shape(result, spool, keys) == [(2, 2)]
+    assert result.warnings == ("Đã bỏ 1 trang trắng (trang 2) / 1 blank pages dropped (pages 2)",)

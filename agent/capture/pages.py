@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageChops, ImageFilter
 
+from agent.capture.blank import blank_verdict
 from device.errors import InputError
 
 WORK_DPI = 75
@@ -54,7 +55,7 @@ class PageCheck:
     ink_ratio: float  # fraction of the trimmed page at most one 1/75 inch from ink
     skew_deg: float  # positive = content turned counter-clockwise
     dpi: int
-    flags: tuple[str, ...]  # "blank", "skewed", "deskewed", "low_dpi"
+    flags: tuple[str, ...]  # "blank", "maybe_blank", "skewed", "deskewed", "low_dpi"
 
 
 def check_page(
@@ -65,14 +66,22 @@ def check_page(
     blank_threshold: float = 0.002,
     skew_min_deg: float = 0.3,
 ) -> PageCheck:
-    """Measure a page: ink ratio (blank or not), skew and resolution. Never raises on content."""
-    mask = content_mask(working_grey(image, dpi))
+    """Measure a page: blank or not (``blank.py``: on structure; a page with text is never
+    blank, however faded, and a page the check is unsure of is flagged ``maybe_blank``
+    and kept), ink ratio, skew and resolution. Never raises on content.
+
+    ``blank_threshold`` can only keep more pages: a page with no mark of ink still is
+    not blank when this fraction of it or more is near dark pixels (a photograph)."""
+    inner, mask = trimmed_page(working_grey(image, dpi))
     ink_ratio = float(near_ink(mask).mean()) if mask.size else 0.0
-    blank = ink_ratio < blank_threshold
+    verdict = blank_verdict(inner).verdict if inner.size else "blank"
+    blank = verdict == "blank" and ink_ratio < blank_threshold
     skew = 0.0 if blank else _skew_of(mask)
     flags: list[str] = []
     if blank:
         flags.append("blank")
+    elif verdict == "unsure":
+        flags.append("maybe_blank")
     if abs(skew) >= skew_min_deg:
         flags.append("skewed")
     if dpi < min_dpi:
@@ -280,15 +289,20 @@ def working_grey(image: Image.Image, dpi: int, work_dpi: int = WORK_DPI) -> npt.
 
 def content_mask(grey: npt.NDArray[np.uint8]) -> Mask:
     """Ink pixels inside the trimmed page: margins, edge bands and lone specks removed."""
+    return trimmed_page(grey)[1]
+
+
+def trimmed_page(grey: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Mask]:
+    """The page without margins and edge bands, and its ink (lone specks removed)."""
     h, w = grey.shape
     my, mx = round(h * MARGIN_FRACTION), round(w * MARGIN_FRACTION)
     inner = grey[my : h - my, mx : w - mx]
     if inner.size == 0:
-        return np.zeros((0, 0), dtype=np.bool_)
+        return inner, np.zeros((0, 0), dtype=np.bool_)
     paper = _paper_level(inner)
     ink = inner < paper * (1.0 - INK_CONTRAST)
-    ink = _trim_bands(ink)
-    return _despeckle(ink)
+    top, bottom, left, right = _band_bounds(ink)
+    return inner[top:bottom, left:right], _despeckle(ink[top:bottom, left:right])
 
 
 def _paper_level(grey: npt.NDArray[np.uint8]) -> float:
@@ -298,14 +312,16 @@ def _paper_level(grey: npt.NDArray[np.uint8]) -> float:
     return float(np.searchsorted(cumulative, 0.8 * cumulative[-1]))
 
 
-def _trim_bands(ink: Mask) -> Mask:
-    """Cut dark bands that run along an edge (scanner lid shadow, a neighbouring page)."""
+def _band_bounds(ink: Mask) -> tuple[int, int, int, int]:
+    """Rows and columns (top, bottom, left, right; ends exclusive) inside the dark bands
+    that run along an edge (scanner lid shadow, a neighbouring page)."""
     h, w = ink.shape
-    top = _band_depth(ink.mean(axis=1), round(h * BAND_MAX_FRACTION))
-    bottom = _band_depth(ink.mean(axis=1)[::-1], round(h * BAND_MAX_FRACTION))
-    left = _band_depth(ink.mean(axis=0), round(w * BAND_MAX_FRACTION))
-    right = _band_depth(ink.mean(axis=0)[::-1], round(w * BAND_MAX_FRACTION))
-    return ink[top : h - bottom, left : w - right]
+    rows, cols = ink.mean(axis=1), ink.mean(axis=0)
+    top = _band_depth(rows, round(h * BAND_MAX_FRACTION))
+    bottom = _band_depth(rows[::-1], round(h * BAND_MAX_FRACTION))
+    left = _band_depth(cols, round(w * BAND_MAX_FRACTION))
+    right = _band_depth(cols[::-1], round(w * BAND_MAX_FRACTION))
+    return top, h - bottom, left, w - right
 
 
 def _band_depth(profile: npt.NDArray[np.floating], limit: int) -> int:
