@@ -13,6 +13,7 @@ crooked scans. What a page's barcodes *mean* is decided elsewhere (``agent.codes
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -185,8 +186,9 @@ class ZbarReader:
             )
         self.thorough = thorough
         self.symbologies = wanted
-        # Every second scan line: as good as every line on our pages, twice as fast.
-        self._zbar = _scanner(wanted, 2)
+        # zbar's image scanner keeps state between calls: one per thread, so that page
+        # workers can share a reader (zbar's C calls, through ctypes, release the GIL)
+        self._scanners = threading.local()
         self._fallback = zxing_decoder(wanted) if fallback == "auto" else fallback
         # a caller's own decoder sees the whole page; zxing (~80 ms a page) only candidate crops
         self._fallback_whole_page = fallback != "auto"
@@ -194,6 +196,12 @@ class ZbarReader:
     @property
     def has_fallback(self) -> bool:
         return self._fallback is not None
+
+    @property
+    def _zbar(self) -> Any:  # every second scan line: as good as every line, twice as fast
+        if (scanner := getattr(self._scanners, "zbar", None)) is None:
+            scanner = self._scanners.zbar = _scanner(self.symbologies, 2)
+        return scanner
 
     def _scan(self, scanner: Any, grey: Image.Image) -> list[tuple[str, str]]:
         return [(kind, value) for kind, value, _ in self._locate(scanner, grey)]
