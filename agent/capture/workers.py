@@ -5,8 +5,9 @@ numpy, zbar through ctypes, libtiff) and those calls release Python's
 interpreter lock, so threads use every core without a process per worker: no
 second copy of numpy, Pillow and zbar in memory, no pickling of page images.
 Splitting and sealing need the pages in order, and a 500-page batch must not
-be read ahead into memory: at most ``workers + 1`` pages are in flight, and
-the source is not read further until the oldest page's result is taken.
+be read ahead into memory: at most ``workers + 1`` pages are being worked on
+or waiting for a worker; finished pages behind a slow one wait for their turn
+as small results, at most ``READY_PER_WORKER`` per worker.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 MAX_AUTO_WORKERS = 4
+# results done ahead of a slow page, at most, per worker (a few KB to a few hundred each)
+READY_PER_WORKER = 4
 
 
 def auto_workers(cores: int | None = None) -> int:
@@ -46,8 +49,16 @@ def in_order(
         try:
             for item in items:
                 pending.append(pool.submit(work, item))
-                if len(pending) > workers:
-                    yield pending.popleft().result()
+                while pending:
+                    if pending[0].done():
+                        yield pending.popleft().result()
+                        continue
+                    unfinished = [f for f in pending if not f.done()]
+                    # a slow page at the head does not idle the other workers: pages
+                    # behind it are worked on, their (small) results wait for their turn
+                    if len(unfinished) <= workers and len(pending) < READY_PER_WORKER * workers:
+                        break
+                    wait(unfinished, return_when=FIRST_COMPLETED)
             while pending:
                 yield pending.popleft().result()
         finally:
