@@ -49,18 +49,18 @@ def _libtiff() -> Any | None:
     return lib
 
 
-def encode_g4(ink: Image.Image) -> bytes:
-    """The G4 bytes of a mode "1" image (ink as 1 bits, BlackIsZero, one strip)."""
-    data = _libtiff_g4(ink)
-    return data if data is not None else _pillow_g4(ink)
+def encode_g4(rows: bytes, size: tuple[int, int]) -> bytes:
+    """The G4 bytes of a page given as packed rows of bits (ink = 1, each row padded to a
+    byte; coded BlackIsZero, one strip)."""
+    data = _libtiff_g4(rows, size)
+    return data if data is not None else _pillow_g4(Image.frombytes("1", size, rows))
 
 
-def _libtiff_g4(ink: Image.Image) -> bytes | None:
+def _libtiff_g4(rows: bytes, size: tuple[int, int]) -> bytes | None:
     lib = _libtiff()
     if lib is None:
         return None
-    width, height = ink.size
-    rows = ink.tobytes()
+    width, height = size
     fd = os.memfd_create("sohoa-g4", os.MFD_CLOEXEC)
     try:
         tif = lib.TIFFFdOpen(os.dup(fd), b"page", b"w")

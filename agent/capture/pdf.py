@@ -23,7 +23,7 @@ from typing import Protocol
 from PIL import Image, ImageCms
 
 from agent.capture.g4 import encode_g4
-from agent.capture.pages import flat_mode, ink_mask
+from agent.capture.pages import flat_mode, ink_rows
 from device.errors import InputError
 
 PROFILES = ("text", "color", "lossless")
@@ -72,8 +72,9 @@ def encode_page(image: Image.Image, dpi: int, profile: str) -> EncodedPage:
     """Compress one page image for the PDF in the given profile."""
     if profile == "text":
         if image.mode == "1":  # already bilevel: only turn ink into 1 bits
-            return _encode_g4(image.convert("L").point([255] + [0] * 255, "1"), dpi)
-        return _encode_g4(ink_mask(image), dpi)
+            ink = image.convert("L").point([255] + [0] * 255, "1")
+            return _encode_g4(ink.tobytes(), ink.size, dpi)
+        return _encode_g4(*ink_rows(image), dpi)
     if profile == "color":
         return _encode_jpeg(flat_mode(image), dpi)
     if profile == "lossless":
@@ -203,12 +204,13 @@ class PdfWriter:
         self._position += len(data)
 
 
-def _encode_g4(ink: Image.Image, dpi: int) -> EncodedPage:
+def _encode_g4(rows: bytes, size: tuple[int, int], dpi: int) -> EncodedPage:
     """CCITT G4 by libtiff (``g4.py``); the page is one strip, whose bytes are the PDF
     stream as they are."""
-    w, h = ink.size
+    w, h = size
     parms = {"K": -1, "Columns": w, "Rows": h, "BlackIs1": False}
-    return EncodedPage(w, h, dpi, "CCITTFaxDecode", "DeviceGray", 1, encode_g4(ink), parms)
+    data = encode_g4(rows, size)
+    return EncodedPage(w, h, dpi, "CCITTFaxDecode", "DeviceGray", 1, data, parms)
 
 
 def _encode_jpeg(image: Image.Image, dpi: int) -> EncodedPage:
