@@ -13,6 +13,7 @@ clockwise (0, 90, 180 or 270).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -45,6 +46,8 @@ INK_MAX_DARKNESS = 160
 BACKGROUND_BLOCK = 32
 # paper levels (5th to 95th percentile of blocks) this close count as even: one threshold
 EVEN_PAPER_SPREAD = 24
+# rows of a page thresholded and packed at a time
+INK_BAND = 256
 
 Mask = npt.NDArray[np.bool_]
 
@@ -192,13 +195,22 @@ def ink_rows(image: Image.Image) -> tuple[bytes, tuple[int, int]]:
         for level, count in enumerate(sample.histogram()):
             counts[max(0, paper - level)] += count
         cut = _otsu(counts)
-        ink = grey_pixels(grey) < paper - cut  # darker than the paper by more than the cut
-    else:
-        near = blocks.resize(quarter, Image.Resampling.BILINEAR)
-        cut = _otsu(ImageChops.subtract(near, sample).histogram())
-        darkness = ImageChops.subtract(near.resize((w, h), Image.Resampling.NEAREST), grey)
-        ink = grey_pixels(darkness) > cut
-    return np.packbits(ink, axis=1).tobytes(), (w, h)
+        # darker than the paper by more than the cut
+        return _packed(grey, lambda band: band < paper - cut), (w, h)
+    near = blocks.resize(quarter, Image.Resampling.BILINEAR)
+    cut = _otsu(ImageChops.subtract(near, sample).histogram())
+    darkness = ImageChops.subtract(near.resize((w, h), Image.Resampling.NEAREST), grey)
+    return _packed(darkness, lambda band: band > cut), (w, h)
+
+
+def _packed(grey: Image.Image, is_ink: Callable[[npt.NDArray[np.uint8]], Mask]) -> bytes:
+    """``is_ink`` over the page in bands of rows, packed: a few MB at a time, not 20."""
+    w, h = grey.size
+    bands = [
+        np.packbits(is_ink(grey_pixels(grey.crop((0, top, w, min(h, top + INK_BAND))))), axis=1)
+        for top in range(0, h, INK_BAND)
+    ]
+    return b"".join(band.tobytes() for band in bands)
 
 
 def grey_pixels(grey: Image.Image) -> npt.NDArray[np.uint8]:
