@@ -196,21 +196,29 @@ def ink_rows(image: Image.Image) -> tuple[bytes, tuple[int, int]]:
             counts[max(0, paper - level)] += count
         cut = _otsu(counts)
         # darker than the paper by more than the cut
-        return _packed(grey, lambda band: band < paper - cut), (w, h)
+        return _packed(grey.size, lambda box: _band(grey, box) < paper - cut), (w, h)
     near = blocks.resize(quarter, Image.Resampling.BILINEAR)
     cut = _otsu(ImageChops.subtract(near, sample).histogram())
-    darkness = ImageChops.subtract(near.resize((w, h), Image.Resampling.NEAREST), grey)
-    return _packed(darkness, lambda band: band > cut), (w, h)
+    scale = quarter[1] / h
+
+    def darker(box: tuple[int, int, int, int]) -> Mask:
+        # the paper level of these rows, as the whole page's nearest-pixel resize has it
+        rows = (0, box[1] * scale, quarter[0], box[3] * scale)
+        under = near.resize((w, box[3] - box[1]), Image.Resampling.NEAREST, box=rows)
+        return grey_pixels(ImageChops.subtract(under, grey.crop(box))) > cut
+
+    return _packed(grey.size, darker), (w, h)
 
 
-def _packed(grey: Image.Image, is_ink: Callable[[npt.NDArray[np.uint8]], Mask]) -> bytes:
-    """``is_ink`` over the page in bands of rows, packed: a few MB at a time, not 20."""
-    w, h = grey.size
-    bands = [
-        np.packbits(is_ink(grey_pixels(grey.crop((0, top, w, min(h, top + INK_BAND))))), axis=1)
-        for top in range(0, h, INK_BAND)
-    ]
-    return b"".join(band.tobytes() for band in bands)
+def _band(grey: Image.Image, box: tuple[int, int, int, int]) -> npt.NDArray[np.uint8]:
+    return grey_pixels(grey.crop(box))
+
+
+def _packed(size: tuple[int, int], ink: Callable[[tuple[int, int, int, int]], Mask]) -> bytes:
+    """``ink`` of each band of rows, packed: a few MB at a time, never a whole page more."""
+    w, h = size
+    boxes = [(0, top, w, min(h, top + INK_BAND)) for top in range(0, h, INK_BAND)]
+    return b"".join(np.packbits(ink(box), axis=1).tobytes() for box in boxes)
 
 
 def grey_pixels(grey: Image.Image) -> npt.NDArray[np.uint8]:
