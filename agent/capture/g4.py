@@ -61,7 +61,10 @@ def _libtiff_g4(rows: bytes, size: tuple[int, int]) -> bytes | None:
     if lib is None:
         return None
     width, height = size
-    fd = os.memfd_create("sohoa-g4", os.MFD_CLOEXEC)
+    try:
+        fd = os.memfd_create("sohoa-g4", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # no memfd (an old kernel): Pillow does it
+        return None
     try:
         tif = lib.TIFFFdOpen(os.dup(fd), b"page", b"w")
         if not tif:
