@@ -9,6 +9,7 @@ from functools import cache
 import pytest
 from PIL import Image, ImageDraw
 
+from agent.capture.events import page_badges
 from agent.capture.pages import check_page
 from tests.support.counter_pages import make
 from tests.support.pages import blank_page
@@ -44,3 +45,6 @@ def test_a_page_with_one_small_mark_is_kept_and_flagged_maybe_blank() -> None:
     ImageDraw.Draw(page).rectangle((1200, 1700, 1260, 1712), fill=60)  # a 5 mm dash
     check = check_page(page, 300)
     assert (check.blank, check.flags) == (False, ("maybe_blank",))
+    # and the counter page says so on the thumbnail
+    badges = page_badges((), blank=check.blank, flags=check.flags, refused=False)
+    assert badges == ("maybe_blank",)
