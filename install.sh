@@ -106,6 +106,7 @@ SYSTEM_PACKAGES=(
     python3 python3-venv python3-dev build-essential pkg-config
     libsane1 libsane-dev sane-utils
     libzbar0 libzbar-dev
+    libtiff6
     mosquitto mosquitto-clients
     fonts-dejavu-core ca-certificates
 )

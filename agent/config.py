@@ -85,6 +85,8 @@ class CaptureConfig:
     hot_folder: str = ""
     reader_port: str = ""
     keep_originals: bool = False
+    # threads doing page work (barcodes, checks, encoding); 0 = one per core, at most 4
+    workers: int = 0
     # document type codes whose envelopes use the post-quantum hybrid suite
     permanent_types: tuple[str, ...] = ()
 
@@ -200,6 +202,7 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "reader_port": valid_device_port,
         "permanent_types": valid_type_codes,
         "keep_originals": valid_bool,
+        "workers": valid_int(0, 16, "threads; 0 = one per core, at most 4", 0),
     },
     "spool": {
         "segment_size": valid_int(1024, 1 << 22, "bytes", 65536),

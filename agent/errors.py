@@ -30,6 +30,13 @@ class CodeError(SohoaError):
     exit_code = ExitCode.input_file
 
 
+class PageWorkError(SohoaError):
+    """Page work failed in a way no check foresaw (a bug, a native library): the batch
+    stops, nothing of it is sealed, and the officer scans it again."""
+
+    exit_code = ExitCode.incomplete
+
+
 def exit_code_of(exc: Failure) -> ExitCode:
     """The documented exit status for a failure of either kind."""
     if isinstance(exc, SohoaError):

@@ -13,6 +13,7 @@ crooked scans. What a page's barcodes *mean* is decided elsewhere (``agent.codes
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,27 +21,15 @@ from functools import partial
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import numpy.typing as npt
 import zbar
 from PIL import Image, ImageFilter
 
+from device.codefinder import Box, candidate_regions
 from device.errors import BarcodeError
 
 # Short side of an A4 page at 150 dpi: the size of the fast pass.
 FAST_SHORT_SIDE = 1240
 TWO_D = frozenset({"QRCODE"})
-# Short side of the image the code finder looks at (~75 dpi for A4).
-FINDER_SHORT_SIDE = 620
-# The finder's window: this fraction of the page's short side (about 4 mm on A4) ...
-FINDER_WINDOW = 1 / 52
-# ... and how much of a window must be dark for a code to be suspected there: every
-# generated code, however small, faded or noisy, fills 0.68 of it and more; body text
-# at most 0.37 (the darkness is scaled to the page's own ink-to-paper contrast).
-FINDER_DENSITY = 0.5
-# Contrast below this (grey levels) is noise on blank paper, not ink.
-FINDER_MIN_CONTRAST = 48
-# Margin around a suspected code, in finder windows: the quiet zone and a skewed corner.
-FINDER_MARGIN = 2
 # Tilts tried on the thorough pass: long 1-D codes skewed more than their bar height allows.
 TILTS = (-7.0, 7.0)
 DEFAULT_SYMBOLOGIES = frozenset({"QRCODE", "CODE128", "CODE39"})
@@ -121,7 +110,6 @@ def _scanner(symbologies: frozenset[str], density: int) -> Any:
 
 
 Decoder = Callable[[Image.Image], list[tuple[str, str]]]
-Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), in pixels
 Found = tuple[str, str, Box]  # symbology, value, where on the scanned image
 # zxing-cpp's names for the symbologies zbar can read
 ZXING_FORMATS = {
@@ -185,8 +173,9 @@ class ZbarReader:
             )
         self.thorough = thorough
         self.symbologies = wanted
-        # Every second scan line: as good as every line on our pages, twice as fast.
-        self._zbar = _scanner(wanted, 2)
+        # zbar's image scanner keeps state between calls: one per thread, so that page
+        # workers can share a reader (zbar's C calls, through ctypes, release the GIL)
+        self._scanners = threading.local()
         self._fallback = zxing_decoder(wanted) if fallback == "auto" else fallback
         # a caller's own decoder sees the whole page; zxing (~80 ms a page) only candidate crops
         self._fallback_whole_page = fallback != "auto"
@@ -194,6 +183,12 @@ class ZbarReader:
     @property
     def has_fallback(self) -> bool:
         return self._fallback is not None
+
+    @property
+    def _zbar(self) -> Any:  # every second scan line: as good as every line, twice as fast
+        if (scanner := getattr(self._scanners, "zbar", None)) is None:
+            scanner = self._scanners.zbar = _scanner(self.symbologies, 2)
+        return scanner
 
     def _scan(self, scanner: Any, grey: Image.Image) -> list[tuple[str, str]]:
         return [(kind, value) for kind, value, _ in self._locate(scanner, grey)]
@@ -222,16 +217,22 @@ class ZbarReader:
         regions = candidate_regions(grey)
         results: list[tuple[str, str]] = []
         if regions:
-            small = shrink(grey)
-            scale = grey.width / small.width
-            found = self._locate(self._zbar, small)
+            # the coarse pass, on the suspected places only: most of a page is text
+            factor = max(1, round(min(grey.size) / FAST_SHORT_SIDE))
+            smalls = [_reduced(grey.crop(box), factor) for box in regions]
+            found = [
+                (kind, value, _shifted(_scaled(where, factor), box))
+                for box, small in zip(regions, smalls, strict=True)
+                for kind, value, where in self._locate(self._zbar, small)
+            ]
             results = [(kind, value) for kind, value, _ in found]
             if any(symbology in TWO_D for symbology, _ in results):
                 return self._collect(page, results)
             if found:
-                regions = candidate_regions(grey, [_scaled(b, scale) for _, _, b in found])
-            for box in regions:
-                results += self._read_region(grey.crop(box), small.crop(_scaled(box, 1 / scale)))
+                regions = candidate_regions(grey, [where for _, _, where in found])
+                smalls = [_reduced(grey.crop(box), factor) for box in regions]
+            for box, small in zip(regions, smalls, strict=True):
+                results += self._read_region(grey.crop(box), small)
         if not results and self.thorough and self._fallback_whole_page and self._fallback:
             results = self._fallback(grey)
         return self._collect(page, results)
@@ -283,100 +284,6 @@ def time_reads(
     return times
 
 
-def candidate_regions(grey: Image.Image, decoded: Sequence[Box] = ()) -> list[Box]:
-    """Places on the page (boxes in its pixels) dense enough in ink to be a code
-    that none of the ``decoded`` boxes explains; none on most text pages.
-
-    Bars and QR modules cover half of the area they span; text, even bold capitals,
-    much less. The darkness of ~4 mm windows, relative to the page's ink-to-paper
-    contrast, tells them apart at ~75 dpi in a few milliseconds.
-    """
-    factor = max(1, round(min(grey.size) / FINDER_SHORT_SIDE))
-    tiny = grey.reduce(factor) if factor > 1 else grey
-    cumulative = np.cumsum(tiny.histogram())
-    paper = int(np.searchsorted(cumulative, 0.9 * cumulative[-1]))
-    ink = int(np.searchsorted(cumulative, 0.01 * cumulative[-1]))
-    contrast = max(paper - ink, FINDER_MIN_CONTRAST)
-    # darkness below paper as a fraction of the contrast, 0..255
-    dark = tiny.point([min(255, max(0, (paper - v) * 255 // contrast)) for v in range(256)])
-    # windows of 3 x 3 cells, a cell apart: the mean darkness of each cell, then sums
-    step = max(1, round(min(tiny.size) * FINDER_WINDOW / 3))
-    window = 3 * step
-    cells = np.asarray(dark.reduce(step) if step > 1 else dark, dtype=np.uint16)
-    if min(cells.shape) < 3:
-        return []
-    rows, cols = cells.shape[0] - 2, cells.shape[1] - 2
-    total = sum(cells[dy : dy + rows, dx : dx + cols] for dy in range(3) for dx in range(3))
-    dense = np.asarray(total >= FINDER_DENSITY * 255 * 9)
-    if not dense.any():
-        return []
-    for left, top, right, bottom in decoded:
-        # a decoded code explains every window that overlaps it
-        c0 = max(0, (left // factor - window) // step + 1)
-        r0 = max(0, (top // factor - window) // step + 1)
-        dense[r0 : bottom // factor // step + 1, c0 : right // factor // step + 1] = False
-    margin = FINDER_MARGIN * window
-    boxes = [
-        (
-            max(0, (c0 * step - margin) * factor),
-            max(0, (r0 * step - margin) * factor),
-            min(grey.width, ((c1 - 1) * step + window + margin) * factor),
-            min(grey.height, ((r1 - 1) * step + window + margin) * factor),
-        )
-        for r0, c0, r1, c1 in _components(dense)
-    ]
-    return _merged(boxes)
-
-
-def _merged(boxes: list[Box]) -> list[Box]:
-    """Overlapping boxes joined: the wide spaces of a 1-D code can cut it into pieces."""
-    merged: list[Box] = []
-    for box in boxes:
-        while True:
-            for n, other in enumerate(merged):
-                if (
-                    box[0] < other[2]
-                    and other[0] < box[2]
-                    and box[1] < other[3]
-                    and other[1] < box[3]
-                ):
-                    del merged[n]
-                    box = (
-                        min(box[0], other[0]),
-                        min(box[1], other[1]),
-                        max(box[2], other[2]),
-                        max(box[3], other[3]),
-                    )
-                    break
-            else:
-                break
-        merged.append(box)
-    return merged
-
-
-def _components(mask: npt.NDArray[np.bool_]) -> list[Box]:
-    """Bounding boxes (row0, col0, row1, col1; exclusive ends) of 8-connected True cells."""
-    seen = np.zeros_like(mask)
-    rows, cols = mask.shape
-    boxes = []
-    for r, c in zip(*np.nonzero(mask), strict=True):
-        if seen[r, c]:
-            continue
-        seen[r, c] = True
-        stack = [(int(r), int(c))]
-        r0, c0, r1, c1 = int(r), int(c), int(r) + 1, int(c) + 1
-        while stack:
-            y, x = stack.pop()
-            r0, c0, r1, c1 = min(r0, y), min(c0, x), max(r1, y + 1), max(c1, x + 1)
-            for ny in (y - 1, y, y + 1):
-                for nx in (x - 1, x, x + 1):
-                    if 0 <= ny < rows and 0 <= nx < cols and mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-        boxes.append((r0, c0, r1, c1))
-    return boxes
-
-
 def _bounds(points: Sequence[tuple[int, int]]) -> Box:
     xs = [x for x, _ in points] or [0]
     ys = [y for _, y in points] or [0]
@@ -386,6 +293,15 @@ def _bounds(points: Sequence[tuple[int, int]]) -> Box:
 def _scaled(box: Box, scale: float) -> Box:
     left, top, right, bottom = box
     return int(left * scale), int(top * scale), int(right * scale + 0.5), int(bottom * scale + 0.5)
+
+
+def _reduced(grey: Image.Image, factor: int) -> Image.Image:
+    return grey.reduce(factor) if factor > 1 else grey
+
+
+def _shifted(box: Box, origin: Box) -> Box:
+    left, top = origin[0], origin[1]
+    return box[0] + left, box[1] + top, box[2] + left, box[3] + top
 
 
 def _tilted(grey: Image.Image, degrees: float) -> Image.Image:

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from agent.capture.pipeline import CaptureResult, SealSettings, capture_batch
-from agent.capture.samples import blank_page, content_lines, make_page
+from agent.capture.samples import blank_page, content_lines, make_page, receipt_page
 from agent.config import CaptureConfig
-from device.barcodes import ZbarReader
+from agent.errors import PageWorkError
+from device.barcodes import Barcode, ZbarReader
 from device.errors import ScannerError
 from device.scanner import SaneScanner, ScannedPage, ScanSettings
 from sync.envelope.header import verify_header
@@ -31,8 +32,10 @@ from sync.keys import (
     load_warehouse_private,
 )
 from sync.spool.store import Spool
+from tests.support.counter_pages import make
 
 DEVICE_ID = "test-device"
+RECEIPTS = {"receipt1": "000.00.20.H56-230512-0003", "receipt2": "000.00.20.H56-230512-0004"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ def page(kind: str) -> Image.Image:
         return blank_page()
     if kind == "patcht":
         return make_page(["PATCH T"], codes=[("CODE39", "PATCHT")])
+    if kind in RECEIPTS:
+        return receipt_page(RECEIPTS[kind])
     return make_page(content_lines(len(kind)), marker=kind, seed=len(kind))
 
 
@@ -190,3 +195,82 @@ def test_sane_test_scanner_batch_becomes_one_ten_page_document(
     result = run(scanner, spool, keys, reader, min_dpi=50)
     assert (result.status, result.pages_in, result.warnings) == ("complete", 10, ())
     assert shape(result, spool, keys) == [(10, 10)]
+
+
+class Listed:
+    """Pages as a scanner delivering JPEG hands them over."""
+
+    def __init__(self, jpegs: Sequence[bytes]) -> None:
+        self.jpegs = jpegs
+
+    def pages(self) -> Iterator[ScannedPage]:
+        for n, data in enumerate(self.jpegs):
+            yield ScannedPage(n, Image.open(io.BytesIO(data)), 300, "feeder", data)
+
+
+def test_faded_pages_are_kept_with_drop_blank_and_true_backs_dropped(spool, keys, reader):
+    sheets = [make("faded", 21), make("blank_back", 22), make("faded_note", 23)]
+    result = run(Listed([p.jpeg for p in sheets]), spool, keys, reader, drop_blank=True)
+    assert shape(result, spool, keys) == [(2, 2)]
+    assert result.warnings == ("Đã bỏ 1 trang trắng (trang 2) / 1 blank pages dropped (pages 2)",)
+
+
+def mixed_batch() -> list[tuple[str, int]]:
+    """Two dossiers, a PATCHT sheet, a blank back: splitting has something to get wrong."""
+    return [
+        ("receipt1", 300),
+        ("text", 300),
+        ("blank", 300),
+        ("patcht", 300),
+        ("text2", 300),
+        ("receipt2", 300),
+        ("text3", 300),
+        ("text", 300),
+    ]
+
+
+def test_four_workers_give_the_same_documents_as_one(spool, keys, reader):
+    results = [run(Feeder(mixed_batch()), spool, keys, reader, workers=n) for n in (1, 4)]
+    seen = [
+        (
+            r.separators,
+            r.warnings,
+            [(d.dossier_code, d.pages, d.flags) for d in r.documents],
+            shape(r, spool, keys),
+        )
+        for r in results
+    ]
+    assert seen[0] == seen[1]
+    assert seen[0][2] == [
+        (RECEIPTS["receipt1"], 3, ("blank_pages",)),
+        (RECEIPTS["receipt1"], 1, ()),
+        (RECEIPTS["receipt2"], 3, ()),
+    ]
+
+
+class FailingReader:
+    """zbar, until page ``fail_at``: a worker dying mid-batch (a bug, a native crash)."""
+
+    def __init__(self, reader: ZbarReader, fail_at: int) -> None:
+        self.reader, self.fail_at = reader, fail_at
+
+    def read(self, image: Image.Image, index: int) -> tuple[Barcode, ...]:
+        if index == self.fail_at:
+            raise RuntimeError("worker died")
+        return self.reader.read(image, index)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_worker_failing_mid_batch_stops_it_cleanly_and_seals_nothing(
+    spool, keys, reader, workers
+):
+    with pytest.raises(PageWorkError) as failed:
+        run(Feeder(mixed_batch()), spool, keys, FailingReader(reader, 4), workers=workers)
+    assert failed.value.line() == (
+        "error: Trang 5 không xử lý được, lô này chưa được lưu / page 5 could not be"
+        " processed (RuntimeError), this batch was not saved — quét lại lô này; nếu lặp lại,"
+        " chạy sohoa doctor / scan the batch again; if it happens again, run sohoa doctor"
+    )
+    assert spool.pending() == [] and list(spool.tmp_dir.iterdir()) == []
+    # the spool takes the next batch as if nothing happened
+    assert shape(run(Feeder([("text", 300)]), spool, keys, reader), spool, keys) == [(1, 1)]

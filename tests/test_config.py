@@ -150,6 +150,7 @@ BAD = [
         "[capture] keep_originals = 'no' is not true or false",
         "true or false",
     ),
+    ("capture", "workers", 17, "[capture] workers = 17 is out of range", "0 = one per core"),
     ("spool", "segment_size", 512, "[spool] segment_size = 512 is out of range", "1024 to 4194304"),
     ("spool", "reserve_mb", -5, "[spool] reserve_mb = -5 is out of range", "0 to"),
     ("spool", "retention_days", -1, "[spool] retention_days = -1 is out of range", "0 to 3650"),

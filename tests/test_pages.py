@@ -59,10 +59,10 @@ def test_blank_pages_are_told_from_pages_with_little_ink(
     assert (check.blank, check.flags, check.dpi) == (blank, flags, dpi)
 
 
-def test_blank_threshold_is_a_setting() -> None:
-    page = short_lines_page()
-    assert check_page(page, 300).blank is False
-    assert check_page(page, 300, blank_threshold=0.05).blank is True
+def test_blank_threshold_can_keep_pages_but_never_blanks_a_page_with_text() -> None:
+    assert check_page(short_lines_page(), 300, blank_threshold=0.05).blank is False
+    assert check_page(blank_page(), 300).blank is True
+    assert check_page(blank_page(), 300, blank_threshold=0.0).blank is False
 
 
 def test_ink_ratio_orders_pages_by_how_much_is_written() -> None:

@@ -524,3 +524,16 @@ def test_the_checks_catch_an_extension_schema_and_a_stale_title(
     assert info_xmp_mismatches(out.getvalue()) == [
         f"/Title 'Giấy tờ khác' but XMP dc:title {FULL_META.title!r}"
     ]
+
+
+def test_ink_rows_are_the_ink_mask_packed_and_g4_codes_them_as_pillow_does() -> None:
+    from agent.capture.g4 import _libtiff_g4, _pillow_g4
+    from agent.capture.pages import grey_pixels, ink_rows
+    from tests.support.counter_pages import make
+
+    page = Image.open(io.BytesIO(make("phone", 31).jpeg))
+    rows, size = ink_rows(page)
+    mask = ink_mask(page)
+    assert (rows, size) == (mask.tobytes(), mask.size)
+    assert np.array_equal(grey_pixels(page.convert("L")), np.asarray(page.convert("L")))
+    assert _libtiff_g4(rows, size) == _pillow_g4(mask)

@@ -87,12 +87,15 @@ _SIGNAL_BADGES = {
 def page_badges(
     signals: Sequence[Signal], *, blank: bool, flags: Sequence[str], refused: bool
 ) -> tuple[str, ...]:
-    """What the counter page shows on a page: codes found, blank, deskewed, refused."""
+    """What the counter page shows on a page: codes found, blank or maybe blank, deskewed,
+    refused."""
     badges = [_SIGNAL_BADGES[s.kind] for s in signals if s.kind in _SIGNAL_BADGES]
     if refused:
         badges.append("resolution_refused")
     if blank:
         badges.append("blank")
+    if "maybe_blank" in flags:  # kept, but the officer may want to look
+        badges.append("maybe_blank")
     if "deskewed" in flags:
         badges.append("skew_corrected")
     if "rescanned" in flags:

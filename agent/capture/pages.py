@@ -13,6 +13,7 @@ clockwise (0, 90, 180 or 270).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageChops, ImageFilter
 
+from agent.capture.blank import blank_verdict
 from device.errors import InputError
 
 WORK_DPI = 75
@@ -44,6 +46,8 @@ INK_MAX_DARKNESS = 160
 BACKGROUND_BLOCK = 32
 # paper levels (5th to 95th percentile of blocks) this close count as even: one threshold
 EVEN_PAPER_SPREAD = 24
+# rows of a page thresholded and packed at a time
+INK_BAND = 256
 
 Mask = npt.NDArray[np.bool_]
 
@@ -54,7 +58,7 @@ class PageCheck:
     ink_ratio: float  # fraction of the trimmed page at most one 1/75 inch from ink
     skew_deg: float  # positive = content turned counter-clockwise
     dpi: int
-    flags: tuple[str, ...]  # "blank", "skewed", "deskewed", "low_dpi"
+    flags: tuple[str, ...]  # "blank", "maybe_blank", "skewed", "deskewed", "low_dpi"
 
 
 def check_page(
@@ -65,14 +69,22 @@ def check_page(
     blank_threshold: float = 0.002,
     skew_min_deg: float = 0.3,
 ) -> PageCheck:
-    """Measure a page: ink ratio (blank or not), skew and resolution. Never raises on content."""
-    mask = content_mask(working_grey(image, dpi))
+    """Measure a page: blank or not (``blank.py``: on structure; a page with text is never
+    blank, however faded, and a page the check is unsure of is flagged ``maybe_blank``
+    and kept), ink ratio, skew and resolution. Never raises on content.
+
+    ``blank_threshold`` can only keep more pages: a page with no mark of ink still is
+    not blank when this fraction of it or more is near dark pixels (a photograph)."""
+    inner, mask = trimmed_page(working_grey(image, dpi))
     ink_ratio = float(near_ink(mask).mean()) if mask.size else 0.0
-    blank = ink_ratio < blank_threshold
+    verdict = blank_verdict(inner).verdict if inner.size else "blank"
+    blank = verdict == "blank" and ink_ratio < blank_threshold
     skew = 0.0 if blank else _skew_of(mask)
     flags: list[str] = []
     if blank:
         flags.append("blank")
+    elif verdict == "unsure":
+        flags.append("maybe_blank")
     if abs(skew) >= skew_min_deg:
         flags.append("skewed")
     if dpi < min_dpi:
@@ -154,15 +166,21 @@ def flat_mode(image: Image.Image) -> Image.Image:
 
 
 def ink_mask(image: Image.Image) -> Image.Image:
-    """Ink of a page as a mode "1" image, ink = 1 (white in Pillow's view of "1").
+    """Ink of a page as a mode "1" image, ink = 1 (white in Pillow's view of "1")."""
+    rows, size = ink_rows(image)
+    return Image.frombytes("1", size, rows)
 
-    Otsu on darkness below the paper level decides what is ink; ink as 1 bits is
-    what CCITT G4 codes as black runs.
 
-    The paper level comes from ~2.7 mm blocks, each taking the brightest block
-    nearby so that a paragraph, a barcode or a shadow does not pull it down.
-    Even paper (the usual sheet-fed scan) gets one threshold for the page in a
-    single pass; uneven paper (shadow, stain, yellowed edge) a threshold per place.
+def ink_rows(image: Image.Image) -> tuple[bytes, tuple[int, int]]:
+    """Ink of a page as packed rows of bits (most significant first, ink = 1, each row
+    padded to a byte) and the page's size: what CCITT G4 codes, ink as black runs.
+
+    Otsu on darkness below the paper level decides what is ink. The paper level
+    comes from ~2.7 mm blocks, each taking the brightest block nearby so that a
+    paragraph, a barcode or a shadow does not pull it down. Even paper (the usual
+    sheet-fed scan) gets one threshold for the page in a single pass; uneven paper
+    (shadow, stain, yellowed edge) a threshold per place. The bits are packed by
+    numpy: Pillow's packing of a "1" image costs more than the G4 coding itself.
     """
     grey = image if image.mode == "L" else flat_mode(image).convert("L")
     w, h = grey.size
@@ -177,11 +195,44 @@ def ink_mask(image: Image.Image) -> Image.Image:
         for level, count in enumerate(sample.histogram()):
             counts[max(0, paper - level)] += count
         cut = _otsu(counts)
-        return grey.point([255 if paper - level > cut else 0 for level in range(256)], "1")
+        # darker than the paper by more than the cut
+        return _packed(grey.size, lambda box: _band(grey, box) < paper - cut), (w, h)
     near = blocks.resize(quarter, Image.Resampling.BILINEAR)
     cut = _otsu(ImageChops.subtract(near, sample).histogram())
-    darkness = ImageChops.subtract(near.resize((w, h), Image.Resampling.NEAREST), grey)
-    return darkness.point([255 if level > cut else 0 for level in range(256)], "1")
+    scale = quarter[1] / h
+
+    def darker(box: tuple[int, int, int, int]) -> Mask:
+        # the paper level of these rows, as the whole page's nearest-pixel resize has it
+        rows = (0, box[1] * scale, quarter[0], box[3] * scale)
+        under = near.resize((w, box[3] - box[1]), Image.Resampling.NEAREST, box=rows)
+        return grey_pixels(ImageChops.subtract(under, grey.crop(box))) > cut
+
+    return _packed(grey.size, darker), (w, h)
+
+
+def _band(grey: Image.Image, box: tuple[int, int, int, int]) -> npt.NDArray[np.uint8]:
+    return grey_pixels(grey.crop(box))
+
+
+def _packed(size: tuple[int, int], ink: Callable[[tuple[int, int, int, int]], Mask]) -> bytes:
+    """``ink`` of each band of rows, packed: a few MB at a time, never a whole page more."""
+    w, h = size
+    boxes = [(0, top, w, min(h, top + INK_BAND)) for top in range(0, h, INK_BAND)]
+    return b"".join(np.packbits(ink(box), axis=1).tobytes() for box in boxes)
+
+
+def grey_pixels(grey: Image.Image) -> npt.NDArray[np.uint8]:
+    """The pixels of an "L" image as a numpy array, copied in C (~1 ms a page): numpy's own
+    path goes through ``tobytes`` in 64 KB chunks, 8-20 ms for a 300-dpi page.
+
+    Pillow's ``frombuffer`` image shares the array's memory; it is marked read-only only
+    so that Pillow copies before writing, which is exactly what is not wanted here."""
+    w, h = grey.size
+    out = np.empty((h, w), dtype=np.uint8)
+    view = Image.frombuffer("L", (w, h), out, "raw", "L", 0, 1)
+    view.readonly = 0
+    view.paste(grey, (0, 0))
+    return out
 
 
 def _percentile(histogram: list[int], fraction: float) -> int:
@@ -280,15 +331,20 @@ def working_grey(image: Image.Image, dpi: int, work_dpi: int = WORK_DPI) -> npt.
 
 def content_mask(grey: npt.NDArray[np.uint8]) -> Mask:
     """Ink pixels inside the trimmed page: margins, edge bands and lone specks removed."""
+    return trimmed_page(grey)[1]
+
+
+def trimmed_page(grey: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Mask]:
+    """The page without margins and edge bands, and its ink (lone specks removed)."""
     h, w = grey.shape
     my, mx = round(h * MARGIN_FRACTION), round(w * MARGIN_FRACTION)
     inner = grey[my : h - my, mx : w - mx]
     if inner.size == 0:
-        return np.zeros((0, 0), dtype=np.bool_)
+        return inner, np.zeros((0, 0), dtype=np.bool_)
     paper = _paper_level(inner)
     ink = inner < paper * (1.0 - INK_CONTRAST)
-    ink = _trim_bands(ink)
-    return _despeckle(ink)
+    top, bottom, left, right = _band_bounds(ink)
+    return inner[top:bottom, left:right], _despeckle(ink[top:bottom, left:right])
 
 
 def _paper_level(grey: npt.NDArray[np.uint8]) -> float:
@@ -298,14 +354,16 @@ def _paper_level(grey: npt.NDArray[np.uint8]) -> float:
     return float(np.searchsorted(cumulative, 0.8 * cumulative[-1]))
 
 
-def _trim_bands(ink: Mask) -> Mask:
-    """Cut dark bands that run along an edge (scanner lid shadow, a neighbouring page)."""
+def _band_bounds(ink: Mask) -> tuple[int, int, int, int]:
+    """Rows and columns (top, bottom, left, right; ends exclusive) inside the dark bands
+    that run along an edge (scanner lid shadow, a neighbouring page)."""
     h, w = ink.shape
-    top = _band_depth(ink.mean(axis=1), round(h * BAND_MAX_FRACTION))
-    bottom = _band_depth(ink.mean(axis=1)[::-1], round(h * BAND_MAX_FRACTION))
-    left = _band_depth(ink.mean(axis=0), round(w * BAND_MAX_FRACTION))
-    right = _band_depth(ink.mean(axis=0)[::-1], round(w * BAND_MAX_FRACTION))
-    return ink[top : h - bottom, left : w - right]
+    rows, cols = ink.mean(axis=1), ink.mean(axis=0)
+    top = _band_depth(rows, round(h * BAND_MAX_FRACTION))
+    bottom = _band_depth(rows[::-1], round(h * BAND_MAX_FRACTION))
+    left = _band_depth(cols, round(w * BAND_MAX_FRACTION))
+    right = _band_depth(cols[::-1], round(w * BAND_MAX_FRACTION))
+    return top, h - bottom, left, w - right
 
 
 def _band_depth(profile: npt.NDArray[np.floating], limit: int) -> int:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Protocol
 
-from PIL import Image, ImageCms, TiffImagePlugin
+from PIL import Image, ImageCms
 
-from agent.capture.pages import flat_mode, ink_mask
+from agent.capture.g4 import encode_g4
+from agent.capture.pages import flat_mode, ink_rows
 from device.errors import InputError
-from sync.errors import MissingDependencyError
 
 PROFILES = ("text", "color", "lossless")
 JPEG_QUALITY = 85
@@ -72,8 +72,9 @@ def encode_page(image: Image.Image, dpi: int, profile: str) -> EncodedPage:
     """Compress one page image for the PDF in the given profile."""
     if profile == "text":
         if image.mode == "1":  # already bilevel: only turn ink into 1 bits
-            return _encode_g4(image.convert("L").point([255] + [0] * 255, "1"), dpi)
-        return _encode_g4(ink_mask(image), dpi)
+            ink = image.convert("L").point([255] + [0] * 255, "1")
+            return _encode_g4(ink.tobytes(), ink.size, dpi)
+        return _encode_g4(*ink_rows(image), dpi)
     if profile == "color":
         return _encode_jpeg(flat_mode(image), dpi)
     if profile == "lossless":
@@ -203,27 +204,12 @@ class PdfWriter:
         self._position += len(data)
 
 
-def _encode_g4(ink: Image.Image, dpi: int) -> EncodedPage:
-    """CCITT G4 by libtiff; the page is one strip, whose bytes are the PDF stream as they are."""
-    buffer = io.BytesIO()
-    try:
-        ink.save(buffer, "TIFF", compression="group4", strip_size=2**31 - 1)
-    except OSError as error:  # Pillow built without libtiff has no G4 encoder
-        raise MissingDependencyError(
-            f"the text profile needs Pillow with libtiff ({error})",
-            "install Pillow's PyPI wheel or libtiff, or use the color profile",
-        ) from error
-    buffer.seek(0)
-    with TiffImagePlugin.TiffImageFile(buffer) as tiff:
-        offsets, counts = tiff.tag_v2[273], tiff.tag_v2[279]  # StripOffsets, StripByteCounts
-        fill_order = tiff.tag_v2.get(266, 1)
-    if len(offsets) != 1 or fill_order != 1:
-        raise MissingDependencyError(
-            "this Pillow writes G4 pages in several strips", "install Pillow 10 or newer"
-        )
-    data = buffer.getbuffer()[offsets[0] : offsets[0] + counts[0]].tobytes()
-    w, h = ink.size
+def _encode_g4(rows: bytes, size: tuple[int, int], dpi: int) -> EncodedPage:
+    """CCITT G4 by libtiff (``g4.py``); the page is one strip, whose bytes are the PDF
+    stream as they are."""
+    w, h = size
     parms = {"K": -1, "Columns": w, "Rows": h, "BlackIs1": False}
+    data = encode_g4(rows, size)
     return EncodedPage(w, h, dpi, "CCITTFaxDecode", "DeviceGray", 1, data, parms)
 
 

@@ -1,36 +1,36 @@
 """One batch through the pipeline, as named steps:
 
-read page -> barcodes -> checks -> encode to scratch -> split -> seal -> commit.
+read page -> barcodes -> checks -> encode (``pagework.py``, on ``[capture] workers``
+threads, ``workers.py``) -> scratch, in page order -> split -> seal -> commit.
 
-Pages stream one at a time; only small facts about each page stay in memory
-until the batch is split. What happened to the scanner (present, last error,
+Pages stream through a few at a time; only small facts about each page stay in
+memory until the batch is split. What happened to the scanner (present, last error,
 jams) is recorded in the spool for the sync service's health report.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from agent.capture.certifier import Certifier
-from agent.capture.codes import Signal, interpret
-from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges, thumbnail_jpeg
-from agent.capture.pages import PageCheck, prepare_page
-from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
+from agent.capture.codes import Signal
+from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges
+from agent.capture.pagework import PageWork, work_page
+from agent.capture.pdf import EncodedPage
 from agent.capture.results import CaptureResult, DocumentResult, signing_warnings
 from agent.capture.review import EditError, reviewed
 from agent.capture.scratch import Scratch
 from agent.capture.sealing import PageRecord, SealSettings, pack_page, seal_document
 from agent.capture.split import BatchPlan, DocumentPlan, PageFacts, split_batch
+from agent.capture.workers import auto_workers, in_order
 from agent.config import CaptureConfig
-from agent.errors import FAILURES
+from agent.errors import FAILURES, PageWorkError
 from device.barcodes import BarcodeReader
 from device.errors import InputError, PaperJamError, ScannerError
 from device.scanner import PageSource, ScannedPage
@@ -105,13 +105,6 @@ def _read_pages(
         yield page
 
 
-def _encode(page: ScannedPage, image: Any, check: PageCheck, profile: str) -> EncodedPage:
-    """A colour JPEG from the scanner is wrapped as it is, unless deskew changed it."""
-    if page.jpeg is not None and profile == "color" and "deskewed" not in check.flags:
-        return wrap_jpeg(page.jpeg, page.dpi)
-    return encode_page(image, page.dpi, profile)
-
-
 def _stash(scratch: Scratch, encoded: EncodedPage) -> tuple[int, int]:
     try:
         return scratch.append(pack_page(encoded))
@@ -129,7 +122,7 @@ def _stash(scratch: Scratch, encoded: EncodedPage) -> tuple[int, int]:
 def _tell_page(
     events: CaptureEvents,
     batch: _Batch,
-    image: Any,
+    thumb: bytes | None,
     flags: tuple[str, ...] = (),
     at: int | None = None,
 ) -> None:
@@ -141,57 +134,61 @@ def _tell_page(
         flags = (*flags, "rescanned")
     pos = len(batch.records) - 1 if at is None else at
     facts, record = batch.facts[pos], batch.records[pos]
-    thumb = thumbnail_jpeg(image) if events.wants_thumbnails else None
     badges = page_badges(
         facts.signals, blank=facts.blank, flags=flags, refused=record.handle is None
     )
     events.page_taken(batch.batch_id, facts.index, thumb, badges)
 
 
-def _take_page(
-    page: ScannedPage,
+def _keep_page(
+    work: PageWork,
     batch: _Batch,
-    reader: BarcodeReader,
-    capture: CaptureConfig,
     scratch: Scratch,
     events: CaptureEvents = NO_EVENTS,
     at: int | None = None,
 ) -> None:
-    """Barcodes, checks and encoding for one page; only its facts stay in memory.
+    """A worked page into the batch: its encoded image to scratch, its facts in memory.
     With ``at`` the page replaces page ``at`` of the batch (a re-scan)."""
-    index = len(batch.records) if at is None else at
-    barcodes = reader.read(page.image, index)
-    signals = tuple(interpret(b, capture.separator_text) for b in barcodes)
-    batch.barcode_pages += bool(barcodes)
-    try:
-        image, check = prepare_page(
-            page.image,
-            page.dpi,
-            min_dpi=capture.min_dpi,
-            blank_threshold=capture.blank_threshold,
-            do_deskew=capture.deskew,
-        )
-    except InputError as exc:
-        batch.warnings.append(
-            f"trang {index + 1} / page {index + 1}: " + exc.line().removeprefix("error: ")
-        )
+    index = work.index
+    batch.barcode_pages += bool(work.barcodes)
+    if work.check is None or work.encoded is None:
+        batch.warnings.append(f"trang {index + 1} / page {index + 1}: {work.refusal}")
         batch.flags.append("rejected_pages")
         batch.records.append(PageRecord(None, "", {"rejected": True}))
         # not blank: it is no page of any document (see below), and no "blank kept" warning
-        batch.facts.append(PageFacts(index=index, signals=signals, blank=False))
-        _tell_page(events, batch, page.image, at=at)
+        batch.facts.append(PageFacts(index=index, signals=work.signals, blank=False))
+        _tell_page(events, batch, work.thumbnail, at=at)
         return
-    encoded = _encode(page, image, check, capture.profile)
+    check = work.check
     checks = {
         "blank": check.blank,
         "skew_deg": round(check.skew_deg, 2),
         "flags": list(check.flags),
     }
-    batch.records.append(
-        PageRecord(_stash(scratch, encoded), hashlib.sha256(encoded.data).hexdigest(), checks)
-    )
-    batch.facts.append(PageFacts(index=index, signals=signals, blank=check.blank))
-    _tell_page(events, batch, image, tuple(check.flags), at)
+    batch.records.append(PageRecord(_stash(scratch, work.encoded), work.sha256, checks))
+    batch.facts.append(PageFacts(index=index, signals=work.signals, blank=check.blank))
+    _tell_page(events, batch, work.thumbnail, tuple(check.flags), at)
+
+
+def _page_worker(
+    reader: BarcodeReader, capture: CaptureConfig, events: CaptureEvents
+) -> Callable[[tuple[int, ScannedPage]], PageWork]:
+    def work(numbered: tuple[int, ScannedPage]) -> PageWork:
+        index, page = numbered
+        try:
+            return work_page(page, index, reader, capture, thumbnail=events.wants_thumbnails)
+        except FAILURES:
+            raise
+        except Exception as exc:  # a bug or a native library's failure: the batch stops
+            raise PageWorkError(
+                f"Trang {index + 1} không xử lý được, lô này chưa được lưu / page"
+                f" {index + 1} could not be processed ({type(exc).__name__}), this batch"
+                " was not saved",
+                "quét lại lô này; nếu lặp lại, chạy sohoa doctor / scan the batch again;"
+                " if it happens again, run sohoa doctor",
+            ) from exc
+
+    return work
 
 
 def _rescanner(
@@ -218,7 +215,8 @@ def _rescanner(
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
-        _take_page(page, batch, reader, capture, scratch, events, at=index)
+        work = work_page(page, index, reader, capture, thumbnail=events.wants_thumbnails)
+        _keep_page(work, batch, scratch, events, at=index)
 
     return rescan
 
@@ -362,9 +360,10 @@ def _capture(
     events.batch_started(batch.batch_id, str(getattr(source, "device_name", "") or "folder"))
     scratch = Scratch(spool.tmp_dir / f"batch-{batch.batch_id}.scratch")
     try:
-        for page in _read_pages(source, batch, spool, clock):
-            _take_page(page, batch, reader, capture, scratch, events)
-            del page
+        pages = enumerate(_read_pages(source, batch, spool, clock))
+        workers = capture.workers or auto_workers()
+        for work in in_order(_page_worker(reader, capture, events), pages, workers):
+            _keep_page(work, batch, scratch, events)
         facts = with_preset_dossier(batch.facts, preset_dossier)
         plan = split_batch(facts, drop_blank=capture.drop_blank)
         batch.warnings.extend(plan.warnings)

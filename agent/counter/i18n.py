@@ -108,6 +108,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "badge_id_card_qr": {"vi": "QR CCCD", "en": "ID card QR"},
     "badge_separator": {"vi": "Phân cách", "en": "Separator"},
     "badge_blank": {"vi": "Trang trắng", "en": "Blank"},
+    "badge_maybe_blank": {"vi": "Có thể là trang trắng (đã giữ)", "en": "Maybe blank (kept)"},
     "badge_skew_corrected": {"vi": "Đã chỉnh nghiêng", "en": "Skew corrected"},
     "badge_resolution_refused": {"vi": "Bị từ chối (độ phân giải)", "en": "Refused (resolution)"},
     "badge_rescanned": {"vi": "Đã quét lại", "en": "Re-scanned"},
