@@ -137,6 +137,19 @@ class FleetConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseConfig:
+    """Software releases: the A/B prefix and pinned key on a device, the signing key and
+    rollout limit at the province."""
+
+    prefix: Path = Path("/opt/sohoa")
+    public_key: Path = Path("keys/release.pub")
+    key: Path = Path("keys/release.key")
+    health_deadline_s: int = 180
+    max_rollback_fraction: float = 0.1
+    spare_share: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     home: Path = DEFAULT_HOME
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -148,6 +161,7 @@ class Config:
     ui: UiConfig = field(default_factory=UiConfig)
     sign: SignConfig = field(default_factory=SignConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     source: Path | None = None
 
     def path(self, p: Path) -> Path:
@@ -236,6 +250,14 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "cert": valid_optional_path,
         "key": valid_optional_path,
     },
+    "release": {
+        "prefix": valid_path,
+        "public_key": valid_path,
+        "key": valid_path,
+        "health_deadline_s": valid_int(10, 86400, "seconds", 180),
+        "max_rollback_fraction": valid_float(0.0, 1.0, "(fraction of the targets)", 0.1),
+        "spare_share": valid_float(0.0, 1.0, "(fraction of the link rate)", 0.0),
+    },
 }
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -248,6 +270,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ui": UiConfig,
     "sign": SignConfig,
     "fleet": FleetConfig,
+    "release": ReleaseConfig,
 }
 
 

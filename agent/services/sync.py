@@ -25,6 +25,7 @@ from agent import renewal
 from agent.config import Config
 from agent.enrol_online import renew_if_due
 from agent.health import health_payload, now_iso
+from agent.release_install import mark_healthy
 from agent.wiring import broker_config, open_spool, reconnect_delays
 from sync import __version__
 from sync.errors import BrokerError, IncompleteError, SohoaError
@@ -171,7 +172,16 @@ class _SyncRun:
         device = self.cfg.device.id
         link.publish_nowait(state_topic(device), birth(device, True), retain=True)
         link.publish_nowait(health_topic(device), self._health(rtt), retain=True)
+        self.note_release_health()
         return rtt
+
+    def note_release_health(self) -> None:
+        """Spool opened and migrated, broker reached: a release on trial passed it."""
+        try:
+            if mark_healthy(self.cfg.release.prefix, __version__):
+                log.info("release healthy version=%s", __version__)
+        except OSError as exc:
+            log.warning("release health not recorded reason=%s", exc.strerror)
 
     def upload(self, link: Link, rtt: float) -> bool:
         """Drain the spool on this connection; True when ``once`` is satisfied."""
