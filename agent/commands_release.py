@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import release_install as ab
+from agent.commands_rollout import add_rollout
 from agent.config import Config
 from agent.release_build import PLATFORMS, build_release, default_source
 from sync import __version__
@@ -82,9 +86,13 @@ def _verify(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _restart(units: list[str]) -> None:
+def _restart(units: list[str], pidfile: str | None) -> None:
+    """Restart the services on the release ``current`` now names."""
     if units:
         subprocess.run(["systemctl", "restart", *units], check=False)
+    if pidfile:  # a service run without systemd: it stops, its supervisor starts it again
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(Path(pidfile).read_text().strip()), signal.SIGTERM)
 
 
 def _wait(prefix: Path, trial: ab.Trial) -> dict[str, str]:
@@ -116,7 +124,8 @@ def _install(args: argparse.Namespace, cfg: Config) -> int:
     ab.write_launcher(prefix)
     deadline = args.deadline or cfg.release.health_deadline_s
     trial = ab.begin_trial(prefix, version, deadline)
-    _restart([] if args.no_restart else list(args.unit or DEFAULT_UNITS))
+    units = [] if args.no_restart else list(args.unit or DEFAULT_UNITS)
+    _restart(units, args.restart_pidfile)
     if trial is None:
         print(f"release {version} installed in {prefix}")
         return 0
@@ -127,7 +136,7 @@ def _install(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     outcome = _wait(prefix, trial)
     if outcome.get("status") == "rolled_back":
-        _restart([] if args.no_restart else list(args.unit or DEFAULT_UNITS))
+        _restart(units, args.restart_pidfile)
         raise IncompleteError(
             f"release {version} rolled back to {trial.previous}: {outcome.get('reason')}",
             "read the new release's service log (journalctl -u sohoa-sync); the device runs"
@@ -204,8 +213,10 @@ def add_release(sub: Subparsers) -> None:
     r.add_argument("--no-wait", action="store_true", help="do not wait for the trial's outcome")
     r.add_argument("--no-restart", action="store_true", help="restart no service")
     r.add_argument("--unit", action="append", help="a unit to restart (default sync and agent)")
+    r.add_argument("--restart-pidfile", help="also stop the process this file names (it restarts)")
     r.set_defaults(func=_install)
     r = rsub.add_parser("status", help="the installed release, a trial, the last reports")
     r.add_argument("--prefix", help="the A/B prefix (else [release] prefix)")
     r.add_argument("--json", action="store_true", help="print as JSON")
     r.set_defaults(func=_status)
+    add_rollout(rsub)

@@ -167,22 +167,26 @@ def verify_manifest(manifest_bytes: bytes, signature: bytes, pinned: Ed25519Publ
         ) from None
 
 
+def check_order(installed: str | None, version: str, *, allow_downgrade: bool) -> None:
+    """Refuse the installed release again, or an older one unless going back is meant."""
+    if installed is None:
+        return
+    order = compare_versions(version, installed)
+    if order == 0:
+        raise ReleaseRefused(f"release {version} is already installed", "nothing to do")
+    if order < 0 and not allow_downgrade:
+        raise ReleaseRefused(
+            f"release {version} is older than the installed {installed}",
+            "offer it with --allow-downgrade if going back is meant",
+        )
+
+
 def check_install(
     installed: str | None, spool_schema: int, manifest: Manifest, *, allow_downgrade: bool
 ) -> None:
     """Refuse a release this device must not switch to: older (unless allowed), the same,
-    or a spool schema more than one step ahead of the installed release's."""
-    if installed is not None:
-        order = compare_versions(manifest.version, installed)
-        if order == 0:
-            raise ReleaseRefused(
-                f"release {manifest.version} is already installed", "nothing to do"
-            )
-        if order < 0 and not allow_downgrade:
-            raise ReleaseRefused(
-                f"release {manifest.version} is older than the installed {installed}",
-                "offer it with --allow-downgrade if going back is meant",
-            )
+    or a spool schema more than one step away from the installed release's."""
+    check_order(installed, manifest.version, allow_downgrade=allow_downgrade)
     if manifest.spool_schema > spool_schema + 1:
         raise ReleaseRefused(
             f"release {manifest.version} migrates the spool to schema {manifest.spool_schema},"

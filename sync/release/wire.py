@@ -67,6 +67,10 @@ def segment_topic(device: str, offset: int) -> str:
     return f"{ROOT}/d/{device}/rel/s/{offset}"
 
 
+def segment_filter(device: str) -> str:
+    return f"{ROOT}/d/{device}/rel/s/#"
+
+
 def report_topic(device: str) -> str:
     return f"{ROOT}/d/{device}/rel/r"
 
