@@ -47,7 +47,7 @@ from sync.release.wire import (
 
 log = logging.getLogger("sohoa.release")
 
-WINDOW = 4  # requests in flight
+WINDOW = 16  # requests in flight
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from sync.protocol import ROOT, ProtocolError, canonical, load_json, valid_devic
 from sync.release.manifest import ReleaseRefused, parse_version
 
 KIND = "release"
-SEGMENT = 32 * 1024
+SEGMENT = 64 * 1024
 MAX_BUNDLE = 2**32
 REPORT_STATUSES = ("downloading", "installed", "healthy", "rolled_back", "refused")
 _FIELDS = frozenset(

@@ -1,9 +1,8 @@
 """Release bundles of the current tree, built once per test session with no network.
 
 ``release_bundles`` builds, with ``sohoa release build --wheels``: the tree at
-two bumped versions, the tree at a version that fails to start (its sync
-service raises at import), and an older version; all signed by one release key
-made for the session. Dependency wheels are packed from the test environment
+two bumped versions and the tree at a version that fails to start (its sync
+service raises at import), all signed by one release key made for the session. Dependency wheels are packed from the test environment
 (``tests.support.wheels``), for this machine's platform only.
 """
 
@@ -20,7 +19,7 @@ import pytest
 from tests.support.site import REPO, SOHOA
 from tests.support.wheels import dependency_wheels
 
-GOOD, NEXT, BROKEN, OLD = "0.9.1", "0.9.2", "0.9.3", "0.9.0"
+GOOD, NEXT, BROKEN = "0.9.1", "0.9.2", "0.9.3"
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def release_bundles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle
     dependency_wheels(wheels)
     out = root / "bundles"
     broken = _broken_tree(root / "broken-src")
-    builds = [build(key, v, out, wheels, REPO) for v in (GOOD, NEXT, OLD)]
+    builds = [build(key, v, out, wheels, REPO) for v in (GOOD, NEXT)]
     builds.append(build(key, BROKEN, out, wheels, broken))
     for proc in builds:
         _, err = proc.communicate(timeout=300)
