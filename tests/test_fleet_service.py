@@ -62,6 +62,21 @@ def test_bad_input_on_the_health_topics_is_counted_and_ignored() -> None:
     assert (view.device, view.facts()["pending_docs"], sum(model.ignored.values())) == ("d1", 3, 5)
 
 
+def test_each_device_shows_its_version_and_its_last_release_report() -> None:
+    model = FleetModel(None)
+    model.apply("sohoa/v1/d/d1/health", health("d1", version="0.2.0"), 100.0)
+    report = b'{"version": "0.3.0", "status": "rolled_back", "reason": "no health", "at": "t"}'
+    assert model.apply("sohoa/v1/d/d1/rel/r", report, 101.0) is None
+
+    facts = model.views()[0].facts()
+    assert (facts["version"], facts["last_seen"]) == ("0.2.0", 100.0)
+    assert (facts["release_version"], facts["release_status"], facts["release_reason"]) == (
+        "0.3.0",
+        "rolled_back",
+        "no health",
+    )
+
+
 def test_metrics_keep_an_offline_device_and_drop_one_removed_from_the_register() -> None:
     register = parse_register("d1,Xã A,Huyện 1,\nd2,Xã B,Huyện 1,\n")
     model = FleetModel(register)

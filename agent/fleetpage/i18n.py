@@ -36,6 +36,7 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "back": {"vi": "Quay lại danh sách", "en": "Back to the list"},
     "version": {"vi": "Phiên bản", "en": "Version"},
+    "release": {"vi": "Cập nhật phần mềm", "en": "Software update"},
     "ago": {"vi": "trước", "en": "ago"},
     "scanner_ready": {"vi": "Sẵn sàng", "en": "Ready"},
     "scanner_jam": {"vi": "Kẹt giấy", "en": "Paper jam"},

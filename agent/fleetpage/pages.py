@@ -96,6 +96,12 @@ def row(
         "disk": disk,
         "cert": _date(facts["cert_expiry"]),
         "link": link,
+        "release": " · ".join(
+            str(facts[k])
+            for k in ("release_version", "release_status", "release_reason")
+            if facts[k]
+        )
+        or "-",
         "last_seen": "-"
         if facts["last_seen"] is None
         else f"{_age(now - facts['last_seen'])} {t['ago']}",
@@ -248,6 +254,9 @@ def _api_row(r: dict[str, Any]) -> dict[str, Any]:
         "rtt_ms",
         "clock_synced",
         "version",
+        "release_version",
+        "release_status",
+        "release_reason",
         "alerts",
     )
     return {k: r.get(k) for k in keys}
