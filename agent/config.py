@@ -146,7 +146,6 @@ class ReleaseConfig:
     key: Path = Path("keys/release.key")
     health_deadline_s: int = 180
     max_rollback_fraction: float = 0.1
-    spare_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -256,7 +255,6 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "key": valid_path,
         "health_deadline_s": valid_int(10, 86400, "seconds", 180),
         "max_rollback_fraction": valid_float(0.0, 1.0, "(fraction of the targets)", 0.1),
-        "spare_share": valid_float(0.0, 1.0, "(fraction of the link rate)", 0.0),
     },
 }
 

@@ -50,9 +50,7 @@ def make_fetcher(cfg: Config) -> ReleaseFetcher | None:
     if prefix.is_dir():
         atomic_write(pidfile(prefix), f"{os.getpid()}\n".encode(), durable=False)
     warehouse = load_warehouse_public(cfg.path(cfg.warehouse.public_key))
-    settings = FetchSettings(
-        cfg.device.id, cfg.home / "release", warehouse.command, cfg.release.spare_share
-    )
+    settings = FetchSettings(cfg.device.id, cfg.home / "release", warehouse.command)
     link = LinkSettings.from_config(
         broker_config(cfg), f"{cfg.device.id}-rel", clean_start=True, username=cfg.device.id
     )

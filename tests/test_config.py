@@ -225,7 +225,6 @@ BAD = [
         "[release] max_rollback_fraction = 1.5 is out of range",
         "0",
     ),
-    ("release", "spare_share", -1, "[release] spare_share = -1 is out of range", "0"),
 ]
 
 # values at the edge of what is allowed, which small sites and the tests need

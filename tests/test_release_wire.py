@@ -87,16 +87,15 @@ def test_requests_topics_and_reports_parse_back() -> None:
 
 
 @pytest.mark.parametrize(
-    ("held", "size", "pending", "share", "ask"),
+    ("held", "size", "pending", "ask"),
     [
-        (0, 100_000, 0, 0.0, SEGMENT),  # nothing waiting: whole segments
-        (90_000, 100_000, 0, 0.0, 10_000),  # the rest
-        (100_000, 100_000, 0, 0.0, None),  # complete
-        (0, 100_000, 3, 0.0, None),  # documents waiting: the documents go first
-        (0, 100_000, 3, 0.25, SEGMENT // 16),  # or a small share of the link
+        (0, 100_000, 0, SEGMENT),  # nothing waiting: whole segments
+        (90_000, 100_000, 0, 10_000),  # the rest
+        (100_000, 100_000, 0, None),  # complete
+        (0, 100_000, 3, None),  # documents waiting: the documents go first
     ],
 )
-def test_segments_are_asked_for_only_from_spare_capacity(
-    held: int, size: int, pending: int, share: float, ask: int | None
+def test_segments_are_asked_for_only_while_no_document_waits(
+    held: int, size: int, pending: int, ask: int | None
 ) -> None:
-    assert next_request(held, size, pending, share) == ask
+    assert next_request(held, size, pending) == ask

@@ -55,7 +55,6 @@ class FetchSettings:
     device: str
     work: Path  # <home>/release
     command_key: Ed25519PublicKey | None
-    spare_share: float = 0.0
 
 
 class ReleaseFetcher:
@@ -143,7 +142,7 @@ class ReleaseFetcher:
         self.asked = {o: a for o, a in self.asked.items() if now - a[0] < 10}  # lost: again
         at = max([self.held(), *(o + n for o, (_, n) in self.asked.items())])
         while len(self.asked) < WINDOW:
-            length = next_request(at, offer.size, pending_docs, self.s.spare_share)
+            length = next_request(at, offer.size, pending_docs)
             if length is None:
                 return
             link.publish_nowait(request_topic(self.s.device), request(offer.version, at, length))

@@ -22,8 +22,7 @@ release key is checked again before anything is unpacked, so a stolen command
 key alone cannot install software.
 
 Segments are asked for only when the link has spare capacity: while the spool
-has documents waiting, the device asks for none (``[release] spare_share`` =
-0, the default) or keeps its requests to that share of the measured rate.
+has documents waiting, the device asks for none (``next_request``).
 """
 
 from __future__ import annotations
@@ -210,15 +209,9 @@ def parse_report(payload: bytes) -> tuple[str, str, str]:
     return version, str(status), reason[:300]
 
 
-def next_request(held: int, size: int, pending_docs: int, spare_share: float) -> int | None:
-    """How many bytes to ask for next, or None: the document upload always goes first.
-
-    With documents waiting the device asks only when ``spare_share`` allows, and then
-    a quarter segment at a time; with none waiting, whole segments."""
-    if held >= size:
+def next_request(held: int, size: int, pending_docs: int) -> int | None:
+    """How many bytes to ask for next, or None: the document upload always goes first,
+    so nothing while documents wait, and nothing once the bundle is whole."""
+    if held >= size or pending_docs > 0:
         return None
-    if pending_docs > 0:
-        if spare_share <= 0:
-            return None
-        return min(size - held, max(1024, int(SEGMENT * min(spare_share, 1.0) / 4)))
     return min(size - held, SEGMENT)
