@@ -79,6 +79,7 @@ class ReleaseFetcher:
         self.asked: dict[int, tuple[float, int]] = {}  # offset -> (asked at, length)
         self.published: dict[str, str] = {}
         self._refused: tuple[str, str] | None = None
+        self._install_started = False
 
     # -- state on disk ------------------------------------------------------------------
 
@@ -136,7 +137,12 @@ class ReleaseFetcher:
 
     def _ask(self, link: Link, pending_docs: int) -> None:
         offer = self.offer
-        if offer is None or self.bundle_path(offer).exists():
+        if offer is None:
+            return
+        if self.bundle_path(offer).exists():
+            # downloaded before a restart, and the installer never reported: start it again
+            if self.reports(offer.version) is None and not self._install_started:
+                self._start_install(offer)
             return
         now = time.monotonic()
         self.asked = {o: a for o, a in self.asked.items() if now - a[0] < 10}  # lost: again
@@ -185,7 +191,11 @@ class ReleaseFetcher:
             self._refused = (version, str(exc))
             return
         atomic_write(self.s.work / "offer.json", offer.to_bytes(), mode=0o600)
+        for old in self.s.work.glob("sohoa-*.bundle*"):  # what an earlier offer left
+            if old.name not in (self._part(offer).name, self.bundle_path(offer).name):
+                old.unlink(missing_ok=True)
         self.offer, self.last_counter, self.asked = offer, offer.counter, {}
+        self._install_started, self._refused = False, None
         log.info("release offered version=%s bytes=%d", offer.version, offer.size)
 
     @staticmethod
@@ -220,10 +230,14 @@ class ReleaseFetcher:
             return
         part.replace(self.bundle_path(offer))
         log.info("release downloaded version=%s", offer.version)
+        self._start_install(offer)
+
+    def _start_install(self, offer: Offer) -> None:
+        self._install_started = True
         try:
             self.install(self.bundle_path(offer), offer)
-        except SohoaError as exc:
-            self._refused = (offer.version, exc.message)
+        except (SohoaError, OSError) as exc:
+            self._refused = (offer.version, str(exc))
 
     # -- reports ------------------------------------------------------------------------
 
