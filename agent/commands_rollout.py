@@ -31,12 +31,13 @@ from sync.errors import BrokerError, InputFileError
 from sync.fleet_model import load_register
 from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings
-from sync.release.rollout import Rollout, progress, select_targets
+from sync.release.rollout import Rollout, may_offer, progress, select_targets, widen
 from sync.release.server import (
     ReleaseServer,
     bundle_file,
     load_rollout,
     offers,
+    rollout_file,
     save_rollout,
 )
 
@@ -65,9 +66,14 @@ def _offer(args: argparse.Namespace, cfg: Config) -> int:
         )
     enrolled = [p.stem for p in cfg.path(cfg.warehouse.devices).glob("*.pub")]
     targets = select_targets(args.to, args.version, enrolled, _groups(cfg))
-    rollout = Rollout(
-        args.version, targets, cfg.release.max_rollback_fraction, args.allow_downgrade
-    )
+    if rollout_file(folder, args.version).exists():
+        rollout = widen(
+            load_rollout(folder, args.version), targets, allow_downgrade=args.allow_downgrade
+        )
+    else:
+        rollout = Rollout(
+            args.version, targets, cfg.release.max_rollback_fraction, args.allow_downgrade
+        )
     save_rollout(folder, rollout)
     path = command_key.command_key_path(cfg.path(cfg.warehouse.private_key))
     wpub = keys.load_warehouse_public(cfg.path(cfg.warehouse.public_key))
@@ -76,7 +82,11 @@ def _offer(args: argparse.Namespace, cfg: Config) -> int:
     command_key.check_pinned(signer, wpub, path)
     expires = iso(now + args.expires_days * 86400)
     publish_retained(cfg, offers(rollout, bundle, signer.key, signer.counter, expires))
-    print(f"release {args.version} offered to {len(targets)} device(s) (rollout in {folder})")
+    sent = len([d for d in rollout.targets if may_offer(rollout, d)])
+    print(
+        f"release {args.version} offered to {sent} device(s); the rollout has"
+        f" {len(rollout.targets)} (in {folder})"
+    )
     return 0
 
 

@@ -146,3 +146,12 @@ def test_bad_bundles_are_refused_with_one_clear_line(
     assert len(proc.stderr.strip().splitlines()) == 1
     assert line in proc.stderr
     assert (prefix / "current").readlink() == Path("releases") / installed
+
+
+def test_build_names_its_target_platforms_and_refuses_others() -> None:
+    """The index path (aarch64, armhf) needs the network: only its arguments are tested."""
+    help_text = sohoa("release", "build", "--help").stdout
+    assert "--platform {aarch64,amd64,armhf}" in help_text
+    proc = sohoa("release", "build", "--out", "/nonexistent", "--platform", "sparc")
+    assert proc.returncode == 2
+    assert "invalid choice: 'sparc'" in proc.stderr

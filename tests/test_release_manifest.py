@@ -30,6 +30,7 @@ from sync.release.rollout import (
     progress,
     record,
     select_targets,
+    widen,
 )
 
 SHA = "ab" * 32
@@ -236,3 +237,15 @@ def test_staged_rollout_to_ten_percent_stops_itself_after_rollbacks() -> None:
         "stopped": "2 of 10 devices rolled back (more than 10%)",
         "failures": {targets[1]: "no health in 120 s", targets[2]: "spool did not open"},
     }
+
+
+def test_widening_a_rollout_keeps_what_devices_reported_and_offers_only_the_new() -> None:
+    devices = [f"H56-{n:05d}-a1" for n in range(100)]
+    first = select_targets("10%", "0.2.0", devices, {})
+    rollout = Rollout("0.2.0", first, max_rollback_fraction=0.1)
+    rollout = record(rollout, first[0], DeviceReport("healthy"))
+    wider = widen(rollout, select_targets("30%", "0.2.0", devices, {}), allow_downgrade=False)
+    assert len(wider.targets) == 30 and set(first) < set(wider.targets)
+    assert wider.reports == rollout.reports
+    assert not may_offer(wider, first[0])  # it runs 0.2.0 already
+    assert sum(may_offer(wider, d) for d in wider.targets) == 29

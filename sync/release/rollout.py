@@ -88,6 +88,14 @@ def record(rollout: Rollout, device: str, report: DeviceReport) -> Rollout:
     return updated
 
 
+def widen(rollout: Rollout, targets: tuple[str, ...], *, allow_downgrade: bool) -> Rollout:
+    """The rollout offered again, to more devices (``--to 10%`` then ``--to 50%``): what
+    devices reported stays, so none is offered a release it already runs; offering it
+    again is the province's decision to go on, so a stopped rollout runs again."""
+    merged = tuple(sorted(set(rollout.targets) | set(targets)))
+    return replace(rollout, targets=merged, allow_downgrade=allow_downgrade, stopped="")
+
+
 def rollbacks(rollout: Rollout) -> int:
     return sum(1 for r in rollout.reports.values() if r.status == "rolled_back")
 
