@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agent.fleetpage.pages import release_summary
 from sync.fleet_alerts import AlertBook, rules
 from sync.fleet_metrics import render_metrics
 from sync.fleet_model import FleetModel, parse_register
@@ -75,6 +76,28 @@ def test_each_device_shows_its_version_and_its_last_release_report() -> None:
         "rolled_back",
         "no health",
     )
+
+
+def test_the_fleet_page_sums_up_each_release_with_its_failures() -> None:
+    model = FleetModel(None)
+    for device, version, status, why in [
+        ("d1", "0.3.0", "healthy", ""),
+        ("d2", "0.3.0", "rolled_back", "no health within the deadline"),
+        ("d3", "0.3.0", "downloading", "100/200"),
+        ("d4", "0.2.0", "healthy", ""),
+    ]:
+        body = {"version": version, "status": status, "reason": why, "at": "t"}
+        model.apply(f"sohoa/v1/d/{device}/rel/r", json.dumps(body).encode(), 100.0)
+    shown = [{"device": v.device, **v.facts()} for v in model.views()]
+
+    assert release_summary(shown) == [
+        {
+            "version": "0.3.0",
+            "by_status": {"healthy": 1, "rolled_back": 1, "downloading": 1},
+            "failures": [("d2", "rolled_back", "no health within the deadline")],
+        },
+        {"version": "0.2.0", "by_status": {"healthy": 1}, "failures": []},
+    ]
 
 
 def test_metrics_keep_an_offline_device_and_drop_one_removed_from_the_register() -> None:

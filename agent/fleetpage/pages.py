@@ -143,6 +143,22 @@ def rows(
     return sorted(out, key=_sort_key(sort))
 
 
+def release_summary(shown: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each release the devices reported on: how many are at each step, and the failures
+    (rolled back or refused) with their reason; newest version first."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in shown:
+        version, status = r.get("release_version"), r.get("release_status")
+        if not version or not status:
+            continue
+        entry = out.setdefault(version, {"version": version, "by_status": {}, "failures": []})
+        entry["by_status"][status] = entry["by_status"].get(status, 0) + 1
+        if status in ("rolled_back", "refused"):
+            entry["failures"].append((r["device"], status, r.get("release_reason") or ""))
+    order = sorted(out, key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
+    return [out[v] for v in reversed(order)]
+
+
 def chart_svg(days: Sequence[tuple[str, int, int]], width: int = 900, height: int = 220) -> str:
     """Bars of pages per day and a line of the largest backlog, as an inline SVG."""
     if not days:
@@ -215,6 +231,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         district=district,
         districts=sorted({r["district"] for r in all_rows if r["district"]}),
         attention=sum(1 for r in shown if r["alerts"]),
+        releases=release_summary(shown),
         alerts=[a.to_json() for a in picture.alerts() if a.device],
     )
 
