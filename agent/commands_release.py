@@ -29,7 +29,7 @@ from agent.commands_rollout import add_rollout
 from agent.config import Config
 from agent.release_build import PLATFORMS, build_release, default_source
 from sync import __version__
-from sync.errors import IncompleteError, InputFileError
+from sync.errors import IncompleteError, InputFileError, SohoaError
 from sync.release.bundle import Bundle, extract_wheels, open_bundle
 from sync.release.manifest import ReleaseRefused, check_install
 from sync.release.release_key import init_release_key, load_release_key, load_release_public
@@ -120,8 +120,21 @@ def _install(args: argparse.Namespace, cfg: Config) -> int:
             ab.report(prefix, _version_of(args.file), "refused", exc.message)
         raise
     version = bundle.manifest.version
-    ab.unpack_release(bundle, prefix)
-    ab.write_launcher(prefix)
+    try:
+        ab.unpack_release(bundle, prefix)
+        ab.write_launcher(prefix)
+    except (SohoaError, OSError) as exc:  # reported, so that the province sees why
+        failure = (
+            exc
+            if isinstance(exc, SohoaError)
+            else ab.InstallError(
+                f"cannot write the release prefix {prefix} ({exc.strerror})",
+                "run as the user who owns it, or give --prefix",
+            )
+        )
+        with contextlib.suppress(OSError):
+            ab.report(prefix, version, "refused", failure.message)
+        raise failure from None
     deadline = args.deadline or cfg.release.health_deadline_s
     trial = ab.begin_trial(prefix, version, deadline)
     units = [] if args.no_restart else list(args.unit or DEFAULT_UNITS)

@@ -11,6 +11,7 @@ release is switched on, the unit's restart brings it back through
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from sync.mqtt.settings import LinkSettings
 from sync.release.fetch import FetchSettings, ReleaseFetcher
 from sync.release.manifest import check_order
 from sync.release.wire import Offer
+
+log = logging.getLogger("sohoa.release")
 
 
 def pidfile(prefix: Path) -> Path:
@@ -47,8 +50,11 @@ def make_fetcher(cfg: Config) -> ReleaseFetcher | None:
     if not cfg.path(cfg.release.public_key).exists():
         return None
     prefix = cfg.release.prefix
-    if prefix.is_dir():
-        atomic_write(pidfile(prefix), f"{os.getpid()}\n".encode(), durable=False)
+    if (prefix / "current").is_symlink():  # running from the A/B prefix
+        try:
+            atomic_write(pidfile(prefix), f"{os.getpid()}\n".encode(), durable=False)
+        except OSError as exc:  # a read-only prefix (the unit's ProtectSystem): no restart by pid
+            log.warning("release pid file not written reason=%s", exc.strerror)
     warehouse = load_warehouse_public(cfg.path(cfg.warehouse.public_key))
     settings = FetchSettings(cfg.device.id, cfg.home / "release", warehouse.command)
     link = LinkSettings.from_config(
