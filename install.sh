@@ -8,6 +8,7 @@ usage() {
     cat <<'USAGE'
 usage: install.sh --dev
        install.sh --device [--id DEVICE_ID] [--broker URL] [--warehouse-pub FILE]
+                  [--bundle FILE --release-pub FILE]
        install.sh --warehouse [--id WAREHOUSE_ID] [--broker mqtts://HOST:PORT] [--index URL]
 
   --dev        system packages, then .venv with sohoa and its test tools (this checkout)
@@ -16,6 +17,9 @@ usage: install.sh --dev
   --warehouse  provision a provincial warehouse: packages, user, keys, CA, the
                warehouse's broker certificate, mosquitto's configuration, services
   --index URL  (warehouse) [warehouse] index, e.g. postgresql://user:password@host/db
+  --bundle FILE       (device) install sohoa from a signed release bundle, with no
+                      network (a USB stick); the system packages must be there already
+  --release-pub FILE  (device) the province's keys/release.pub, pinned on the device
 USAGE
 }
 
@@ -42,6 +46,8 @@ DEVICE_ID=""
 BROKER_URL=""
 WAREHOUSE_PUB=""
 INDEX_URL=""
+BUNDLE=""
+RELEASE_PUB=""
 
 value() {
     if [ $# -lt 2 ] || [ -z "$2" ]; then fail "arguments" "$1 needs a value; see install.sh --help"; fi
@@ -56,6 +62,8 @@ while [ $# -gt 0 ]; do
         --broker) value "$@"; BROKER_URL="$2"; shift ;;
         --warehouse-pub) value "$@"; WAREHOUSE_PUB="$2"; shift ;;
         --index) value "$@"; INDEX_URL="$2"; shift ;;
+        --bundle) value "$@"; BUNDLE="$2"; shift ;;
+        --release-pub) value "$@"; RELEASE_PUB="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) fail "arguments" "unknown option $1; see install.sh --help" ;;
     esac
@@ -74,6 +82,16 @@ check_args() {
     if [ -n "$WAREHOUSE_PUB" ]; then
         [ "$MODE" = device ] || fail "arguments" "--warehouse-pub is for --device"
         [ -f "$WAREHOUSE_PUB" ] || fail "warehouse-pub" "$WAREHOUSE_PUB does not exist; copy keys/warehouse.pub from the warehouse (USB stick) and give its path"
+    fi
+    if [ -n "$BUNDLE$RELEASE_PUB" ]; then
+        [ "$MODE" = device ] || fail "arguments" "--bundle and --release-pub are for --device"
+    fi
+    if [ -n "$BUNDLE" ]; then
+        [ -n "$RELEASE_PUB" ] || fail "arguments" "--bundle needs --release-pub FILE (the province's keys/release.pub) to check its signature"
+        [ -f "$BUNDLE" ] || fail "bundle" "$BUNDLE does not exist; copy sohoa-<version>.bundle from the province (USB stick) and give its path"
+    fi
+    if [ -n "$RELEASE_PUB" ]; then
+        [ -f "$RELEASE_PUB" ] || fail "release-pub" "$RELEASE_PUB does not exist; copy keys/release.pub from the province and give its path"
     fi
     if [ -n "$INDEX_URL" ]; then
         [ "$MODE" = warehouse ] || fail "arguments" "--index is for --warehouse"
@@ -155,6 +173,10 @@ make_venv() {
         "${run[@]}" "$py" -m venv "$venv" || fail "venv" "python3-venv is missing or $venv is not writable"
     fi
     step "installing sohoa into $venv"
+    if [ -n "$BUNDLE" ]; then
+        install_bundle "$venv"
+        return
+    fi
     "${run[@]}" "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null \
         || fail "pip upgrade" "PyPI unreachable? check the network"
     if [ "$editable" = editable ]; then
@@ -181,6 +203,34 @@ install_wheel() {
     # the same version number may carry new code: replace sohoa's own files every time
     as_root "$venv/bin/python" -m pip install -q --no-deps --force-reinstall "${wheels[0]}" \
         || fail "pip install" "could not replace sohoa in $venv"
+}
+
+install_bundle() {
+    # a signed release bundle (sohoa release build), with no network: every wheel's hash
+    # against the manifest before anything from it runs, then pip from the bundle alone,
+    # then the release key's signature over the manifest
+    local venv="$1" version
+    mkdir -p "$WORK/bundle"
+    tar -C "$WORK/bundle" -xf "$BUNDLE" manifest.json manifest.sig wheels 2>/dev/null \
+        || fail "bundle" "$BUNDLE is not a sohoa release bundle; copy it again from the province"
+    version="$(python3 - "$WORK/bundle" 2>"$WORK/bundle.err" <<'PY'
+import hashlib, json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+manifest = json.loads((root / "manifest.json").read_text())
+for entry in manifest["files"]:
+    data = (root / entry["name"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        sys.exit(f"tampered wheel: {entry['name']} does not match its hash")
+print(manifest["version"])
+PY
+)" || fail "bundle" "$(tail -n 1 "$WORK/bundle.err"): $BUNDLE was changed after it was signed; get it again from the province"
+    as_root "$venv/bin/python" -m pip install -q --no-index --find-links "$WORK/bundle/wheels" \
+        "sohoa==$version" || fail "pip install" "the bundle lacks a wheel for this machine; build it for this platform"
+    if ! as_root env -C / "$venv/bin/sohoa" release verify "$BUNDLE" --release-pub "$RELEASE_PUB" \
+        >/dev/null 2>"$WORK/verify.err"; then
+        as_root "$venv/bin/python" -m pip uninstall -q -y sohoa
+        fail "bundle" "$(sed -n '$s/^error: //p' "$WORK/verify.err") (sohoa was removed again)"
+    fi
 }
 
 dev() {
@@ -384,6 +434,9 @@ device() {
     fi
     if [ -n "$WAREHOUSE_PUB" ]; then
         as_root install -m 0644 -o sohoa -g sohoa "$WAREHOUSE_PUB" "$HOME_DIR/keys/warehouse.pub"
+    fi
+    if [ -n "$RELEASE_PUB" ]; then
+        as_root install -m 0644 -o sohoa -g sohoa "$RELEASE_PUB" "$HOME_DIR/keys/release.pub"
     fi
     has "$HOME_DIR/keys/warehouse.pub" || step "copy the warehouse's warehouse.pub to $HOME_DIR/keys/ (or pass --warehouse-pub FILE), then enrol keys/device.pub at the warehouse"
     install_units sohoa-agent.service sohoa-sync.service

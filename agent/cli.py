@@ -29,6 +29,7 @@ from agent.commands import (
 from agent.commands_keys import add_keys
 from agent.commands_ocr import add_warehouse_ocr
 from agent.commands_pki import add_broker, add_enroll, add_pki
+from agent.commands_release import add_release
 from agent.commands_ui import add_ui
 from agent.commands_warehouse import add_warehouse_reads
 from agent.config import Config, load_config
@@ -205,6 +206,7 @@ _COMMANDS = (
     _add_doctor,
     _add_demo,
     add_ui,
+    add_release,
 )
 
 

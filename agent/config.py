@@ -139,6 +139,18 @@ class FleetConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseConfig:
+    """Software releases: the A/B prefix and pinned key on a device, the signing key and
+    rollout limit at the province."""
+
+    prefix: Path = Path("/opt/sohoa")
+    public_key: Path = Path("keys/release.pub")
+    key: Path = Path("keys/release.key")
+    health_deadline_s: int = 180
+    max_rollback_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
 class Config:
     home: Path = DEFAULT_HOME
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -150,6 +162,7 @@ class Config:
     ui: UiConfig = field(default_factory=UiConfig)
     sign: SignConfig = field(default_factory=SignConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     source: Path | None = None
 
     def path(self, p: Path) -> Path:
@@ -239,6 +252,13 @@ FIELDS: dict[str, dict[str, Validator]] = {
         "cert": valid_optional_path,
         "key": valid_optional_path,
     },
+    "release": {
+        "prefix": valid_path,
+        "public_key": valid_path,
+        "key": valid_path,
+        "health_deadline_s": valid_int(10, 86400, "seconds", 180),
+        "max_rollback_fraction": valid_float(0.0, 1.0, "(fraction of the targets)", 0.1),
+    },
 }
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -251,6 +271,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ui": UiConfig,
     "sign": SignConfig,
     "fleet": FleetConfig,
+    "release": ReleaseConfig,
 }
 
 

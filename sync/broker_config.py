@@ -35,17 +35,27 @@ DEVICE_RULES = (
     f"pattern write {ROOT}/d/%u/doc/#",
     f"pattern read {ROOT}/d/%u/rcpt",
     f"pattern read {ROOT}/d/%u/cmd",
+    # release delivery (sync.release.wire): its own offer, requests, segments and reports
+    f"pattern read {ROOT}/d/%u/cmd/rel",
+    f"pattern write {ROOT}/d/%u/rel/q",
+    f"pattern read {ROOT}/d/%u/rel/s/#",
+    f"pattern write {ROOT}/d/%u/rel/r",
 )
 WAREHOUSE_RULES = (
     f"topic read {ROOT}/d/+/doc/#",
     f"topic write {ROOT}/d/+/rcpt",
     f"topic write {ROOT}/d/+/cmd",
+    f"topic write {ROOT}/d/+/cmd/rel",
+    f"topic read {ROOT}/d/+/rel/q",
+    f"topic write {ROOT}/d/+/rel/s/#",
+    f"topic read {ROOT}/d/+/rel/r",
     f"topic read {ENROL_FILTER}",
     f"topic write {ROOT}/enroll/+/resp",
 )
 FLEET_RULES = (
     f"topic read {ROOT}/d/+/state",
     f"topic read {ROOT}/d/+/health",
+    f"topic read {ROOT}/d/+/rel/r",  # each device's release report: version, rollout progress
     f"topic readwrite {ROOT}/fleet/alerts",  # its one output: the firing alerts, retained
 )
 

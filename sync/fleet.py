@@ -89,7 +89,7 @@ def collect(link: Link, *, quiet_s: float = 1.0, max_s: float = 10.0) -> list[Fl
             obj = json.loads(msg.payload) if msg.payload else {}
         except (ProtocolError, ValueError):
             continue
-        if isinstance(obj, dict):
+        if isinstance(obj, dict) and kind in ("state", "health"):
             (states if kind == "state" else healths)[device] = obj
     return fleet_rows(states, healths)
 

@@ -79,6 +79,7 @@ class DeviceView:
     online_since: float | None = None  # when ``online`` last changed
     last_seen: float | None = None
     health: dict[str, Any] = field(default_factory=dict)
+    release: dict[str, Any] = field(default_factory=dict)  # its last release report (rel/r)
 
     def _part(self, name: str) -> dict[str, Any]:
         part = self.health.get(name)
@@ -98,6 +99,10 @@ class DeviceView:
             "online_since": self.online_since,
             "last_seen": self.last_seen,
             "version": self.health.get("version"),
+            **{
+                f"release_{k}": self.release[k] if isinstance(self.release.get(k), str) else None
+                for k in ("version", "status", "reason")
+            },
             "pending_docs": _num(spool.get("pending_docs")),
             "pending_bytes": _num(spool.get("pending_bytes")),
             "oldest_pending_age_s": _num(spool.get("oldest_pending_age_s")),
@@ -147,8 +152,8 @@ class FleetModel:
             device, kind = parse_device_topic(topic)
         except ProtocolError:
             return "not a device topic"
-        if kind not in ("state", "health"):
-            return "not a state or health topic"
+        if kind not in ("state", "health", "rel/r"):
+            return "not a state, health or release topic"
         if self.register is not None and device not in self.register:
             return "device not in the register"
         if not payload:
@@ -163,6 +168,9 @@ class FleetModel:
             return "health names another device than its topic"
         with self._lock:
             view = self._devices.setdefault(device, DeviceView(device))
+            if kind == "rel/r":  # retained, perhaps old: it says nothing of being seen
+                view.release = obj
+                return None
             view.last_seen = now
             if kind == "health":
                 view.health = obj

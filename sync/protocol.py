@@ -30,7 +30,7 @@ DOC_TOPIC = re.compile(
     r"(?P<kind>m|q|p|s/(?P<n>\d{1,7})|p/(?P<pn>\d{1,7})/(?P<off>\d{1,8}))$"
 )
 MAX_PARTIAL = 1024  # entries of a receipt's partial list
-DEVICE_TOPIC = re.compile(rf"^{ROOT}/d/(?P<device>{_ID})/(?P<kind>state|health|rcpt|cmd)$")
+DEVICE_TOPIC = re.compile(rf"^{ROOT}/d/(?P<device>{_ID})/(?P<kind>state|health|rcpt|cmd|rel/r)$")
 
 
 class ProtocolError(ValueError):
@@ -105,7 +105,7 @@ def enrol_response_topic(device: str) -> str:
 
 
 INGEST_FILTER = f"{ROOT}/d/+/doc/#"
-FLEET_FILTERS = (f"{ROOT}/d/+/state", f"{ROOT}/d/+/health")
+FLEET_FILTERS = (f"{ROOT}/d/+/state", f"{ROOT}/d/+/health", f"{ROOT}/d/+/rel/r")
 ENROL_FILTER = f"{ROOT}/enroll/+/req"
 FLEET_ALERTS_TOPIC = f"{ROOT}/fleet/alerts"  # retained: the firing alerts, for any MQTT client
 ENROL_TOPIC = re.compile(rf"^{ROOT}/enroll/(?P<device>{_ID})/req$")

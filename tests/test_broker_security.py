@@ -145,6 +145,28 @@ def test_a_device_cannot_speak_for_another_or_read_its_traffic(
         link.close()
 
 
+def test_a_device_fetches_only_its_own_release_segments(secure_broker: SecureBroker) -> None:
+    province = secure_broker.link("wh-1")
+    province.subscribe("sohoa/v1/d/+/rel/q")
+    a, b = secure_broker.link("dev-a"), secure_broker.link("dev-b")
+    a.subscribe("sohoa/v1/d/dev-b/rel/s/#")  # accepted, but nothing may ever be delivered
+    a.subscribe("sohoa/v1/d/dev-b/cmd/rel")
+    b.subscribe("sohoa/v1/d/dev-b/rel/s/#")
+    for topic in ("sohoa/v1/d/dev-b/rel/q", "sohoa/v1/d/dev-b/rel/r", "sohoa/v1/d/dev-b/rel/s/0"):
+        with pytest.raises(BrokerError, match="Not authorized"):
+            a.publish(topic, b"forged")
+    b.publish("sohoa/v1/d/dev-b/rel/q", b'{"version": "0.2.0", "offset": 0, "length": 9}')
+
+    got = province.get(5)
+    assert got is not None and got.topic == "sohoa/v1/d/dev-b/rel/q"
+    province.publish("sohoa/v1/d/dev-b/rel/s/0", b"segment 0")
+    province.publish("sohoa/v1/d/dev-b/cmd/rel", b"offer", retain=True)
+    assert b.get(5) is not None
+    assert a.get(1) is None
+    for link in (a, b, province):
+        link.close()
+
+
 def test_the_fleet_role_reads_state_and_publishes_nothing(secure_broker: SecureBroker) -> None:
     fleet = secure_broker.link("fleet-1")
     fleet.subscribe("sohoa/v1/d/+/state")

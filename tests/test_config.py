@@ -209,6 +209,23 @@ BAD = [
     ("fleet", "cert", 3, "[fleet] cert = 3 is not a string", "quotes"),
     ("fleet", "key", 3, "[fleet] key = 3 is not a string", "quotes"),
     ("fleet", "offline_alert_s", 1, "[fleet] offline_alert_s = 1 is out of range", "10 to"),
+    ("release", "prefix", 3, "[release] prefix = 3 is not a string", "quotes"),
+    ("release", "public_key", 3, "[release] public_key = 3 is not a string", "quotes"),
+    ("release", "key", 3, "[release] key = 3 is not a string", "quotes"),
+    (
+        "release",
+        "health_deadline_s",
+        1,
+        "[release] health_deadline_s = 1 is out of range",
+        "10 to",
+    ),
+    (
+        "release",
+        "max_rollback_fraction",
+        1.5,
+        "[release] max_rollback_fraction = 1.5 is out of range",
+        "0",
+    ),
 ]
 
 # values at the edge of what is allowed, which small sites and the tests need

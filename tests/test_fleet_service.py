@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agent.fleetpage.pages import release_summary
 from sync.fleet_alerts import AlertBook, rules
 from sync.fleet_metrics import render_metrics
 from sync.fleet_model import FleetModel, parse_register
@@ -60,6 +61,43 @@ def test_bad_input_on_the_health_topics_is_counted_and_ignored() -> None:
 
     (view,) = model.views()
     assert (view.device, view.facts()["pending_docs"], sum(model.ignored.values())) == ("d1", 3, 5)
+
+
+def test_each_device_shows_its_version_and_its_last_release_report() -> None:
+    model = FleetModel(None)
+    model.apply("sohoa/v1/d/d1/health", health("d1", version="0.2.0"), 100.0)
+    report = b'{"version": "0.3.0", "status": "rolled_back", "reason": "no health", "at": "t"}'
+    assert model.apply("sohoa/v1/d/d1/rel/r", report, 101.0) is None
+
+    facts = model.views()[0].facts()
+    assert (facts["version"], facts["last_seen"]) == ("0.2.0", 100.0)
+    assert (facts["release_version"], facts["release_status"], facts["release_reason"]) == (
+        "0.3.0",
+        "rolled_back",
+        "no health",
+    )
+
+
+def test_the_fleet_page_sums_up_each_release_with_its_failures() -> None:
+    model = FleetModel(None)
+    for device, version, status, why in [
+        ("d1", "0.3.0", "healthy", ""),
+        ("d2", "0.3.0", "rolled_back", "no health within the deadline"),
+        ("d3", "0.3.0", "downloading", "100/200"),
+        ("d4", "0.2.0", "healthy", ""),
+    ]:
+        body = {"version": version, "status": status, "reason": why, "at": "t"}
+        model.apply(f"sohoa/v1/d/{device}/rel/r", json.dumps(body).encode(), 100.0)
+    shown = [{"device": v.device, **v.facts()} for v in model.views()]
+
+    assert release_summary(shown) == [
+        {
+            "version": "0.3.0",
+            "by_status": {"healthy": 1, "rolled_back": 1, "downloading": 1},
+            "failures": [("d2", "rolled_back", "no health within the deadline")],
+        },
+        {"version": "0.2.0", "by_status": {"healthy": 1}, "failures": []},
+    ]
 
 
 def test_metrics_keep_an_offline_device_and_drop_one_removed_from_the_register() -> None:

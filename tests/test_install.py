@@ -245,8 +245,22 @@ def test_hot_folder_is_created_for_the_service_user_only(device_renamed: Renamed
         ("--device", "--index", "postgresql://db/x"),
         ("--bogus",),
         (),
+        ("--device", "--bundle", "/nonexistent.bundle", "--release-pub", "/etc/hostname"),
+        ("--device", "--bundle", "/etc/hostname"),
+        ("--warehouse", "--release-pub", "/etc/hostname"),
     ],
-    ids=["missing-pub", "bad-id", "bad-broker", "no-value", "index-on-device", "unknown", "none"],
+    ids=[
+        "missing-pub",
+        "bad-id",
+        "bad-broker",
+        "no-value",
+        "index-on-device",
+        "unknown",
+        "none",
+        "missing-bundle",
+        "bundle-without-release-pub",
+        "release-pub-on-warehouse",
+    ],
 )
 def test_bad_argument_ends_with_one_error_line_and_changes_nothing(
     machine: None, args: tuple[str, ...]

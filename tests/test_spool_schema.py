@@ -64,10 +64,25 @@ def test_new_spool_starts_at_the_current_schema(tmp_path: Path) -> None:
     assert tables == {"documents", "batches", "audit", "meta", "status"}
 
 
-def test_spool_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
+def test_spool_one_schema_ahead_opens_for_the_release_before(tmp_path: Path) -> None:
+    """A rolled-back device runs the previous release on the spool the new one migrated."""
+    root = first_release_spool(tmp_path / "spool")
+    with Spool(root):
+        pass
+    with sqlite3.connect(root / "spool.db") as conn:
+        conn.execute("ALTER TABLE documents ADD COLUMN next_release_field TEXT DEFAULT ''")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with Spool(root) as spool:
+        assert spool.schema_found == SCHEMA_VERSION + 1
+        assert spool.status().pending_docs == len(spool.pending())
+    with sqlite3.connect(root / "spool.db") as conn:
+        assert schema_version(conn) == SCHEMA_VERSION + 1  # never taken back
+
+
+def test_spool_from_two_releases_ahead_is_refused_untouched(tmp_path: Path) -> None:
     root = first_release_spool(tmp_path / "spool")
     with sqlite3.connect(root / "spool.db") as conn:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 2}")
     before = (root / "spool.db").read_bytes()
 
     with pytest.raises(SpoolError, match="newer than this sohoa knows") as caught:

@@ -96,6 +96,12 @@ def row(
         "disk": disk,
         "cert": _date(facts["cert_expiry"]),
         "link": link,
+        "release": " · ".join(
+            str(facts[k])
+            for k in ("release_version", "release_status", "release_reason")
+            if facts[k]
+        )
+        or "-",
         "last_seen": "-"
         if facts["last_seen"] is None
         else f"{_age(now - facts['last_seen'])} {t['ago']}",
@@ -135,6 +141,22 @@ def rows(
     ]
     out = [r for r in out if not district or r["district"] == district]
     return sorted(out, key=_sort_key(sort))
+
+
+def release_summary(shown: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each release the devices reported on: how many are at each step, and the failures
+    (rolled back or refused) with their reason; newest version first."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in shown:
+        version, status = r.get("release_version"), r.get("release_status")
+        if not version or not status:
+            continue
+        entry = out.setdefault(version, {"version": version, "by_status": {}, "failures": []})
+        entry["by_status"][status] = entry["by_status"].get(status, 0) + 1
+        if status in ("rolled_back", "refused"):
+            entry["failures"].append((r["device"], status, r.get("release_reason") or ""))
+    order = sorted(out, key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
+    return [out[v] for v in reversed(order)]
 
 
 def chart_svg(days: Sequence[tuple[str, int, int]], width: int = 900, height: int = 220) -> str:
@@ -209,6 +231,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         district=district,
         districts=sorted({r["district"] for r in all_rows if r["district"]}),
         attention=sum(1 for r in shown if r["alerts"]),
+        releases=release_summary(shown),
         alerts=[a.to_json() for a in picture.alerts() if a.device],
     )
 
@@ -248,6 +271,9 @@ def _api_row(r: dict[str, Any]) -> dict[str, Any]:
         "rtt_ms",
         "clock_synced",
         "version",
+        "release_version",
+        "release_status",
+        "release_reason",
         "alerts",
     )
     return {k: r.get(k) for k in keys}

@@ -25,6 +25,8 @@ from agent import renewal
 from agent.config import Config
 from agent.enrol_online import renew_if_due
 from agent.health import health_payload, now_iso
+from agent.release_device import make_fetcher
+from agent.release_install import mark_healthy
 from agent.wiring import broker_config, open_spool, reconnect_delays
 from sync import __version__
 from sync.errors import BrokerError, IncompleteError, SohoaError
@@ -34,6 +36,7 @@ from sync.mqtt.link import Link
 from sync.mqtt.settings import LinkSettings, Message
 from sync.protocol import Birth, health_topic, state_topic
 from sync.receipt_keys import DeviceCommands, command_state_path
+from sync.release.fetch import ReleaseFetcher
 from sync.spool.store import Spool
 from sync.uploader import LinkStalled, Uploader, UploadSettings
 
@@ -105,6 +108,7 @@ class _SyncRun:
     renewal_checked: float = float("-inf")
     last_rate: float | None = None
     control: Ledbat | None = None  # the link's learnt rate and delays, across connections
+    release: ReleaseFetcher | None = None  # release downloads, from the link's idle time
 
     def __post_init__(self) -> None:
         self.control = Ledbat(time.monotonic, cap_kbps=self.cfg.sync.bandwidth_kbps)
@@ -171,7 +175,16 @@ class _SyncRun:
         device = self.cfg.device.id
         link.publish_nowait(state_topic(device), birth(device, True), retain=True)
         link.publish_nowait(health_topic(device), self._health(rtt), retain=True)
+        self.note_release_health()
         return rtt
+
+    def note_release_health(self) -> None:
+        """Spool opened and migrated, broker reached: a release on trial passed it."""
+        try:
+            if mark_healthy(self.cfg.release.prefix, __version__):
+                log.info("release healthy version=%s", __version__)
+        except OSError as exc:
+            log.warning("release health not recorded reason=%s", exc.strerror)
 
     def upload(self, link: Link, rtt: float) -> bool:
         """Drain the spool on this connection; True when ``once`` is satisfied."""
@@ -201,9 +214,16 @@ class _SyncRun:
             self.notify("WATCHDOG=1")
             if left == 0:
                 up.poll(0)  # commands that came while there was nothing to upload
-                self.stop.wait(IDLE_POLL_S)
+                self.idle(IDLE_POLL_S)
                 self.spool.purge_expired(self.cfg.spool.retention_days * 86400)
         return False
+
+    def idle(self, seconds: float) -> None:
+        """Nothing to upload: the link's spare capacity may fetch a release meanwhile."""
+        if self.release is None or self.once:
+            self.stop.wait(seconds)
+        else:
+            self.release.step(0, seconds)
 
 
 def run_sync(
@@ -225,6 +245,7 @@ def run_sync(
     with open_spool(cfg) as spool:
         spool.recover()
         run = _SyncRun(cfg, spool, commands, once, deadline, stop, notify or (lambda _s: None))
+        run.release = None if once else make_fetcher(cfg)
         run.notify("READY=1")  # keys and spool are sound; being offline is normal
         delays = reconnect_delays()
         while not stop.is_set() and time.monotonic() < deadline:
@@ -250,6 +271,8 @@ def run_sync(
                 if link.connected:
                     _say_offline(link, cfg.device.id)
                 link.close()
+        if run.release is not None:
+            run.release.close()
         return run.tally.outcome(spool.status().pending_docs)
 
 

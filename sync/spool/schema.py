@@ -151,10 +151,19 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
+# A release opens a spool one schema version ahead of its own, so that a device whose new
+# release was rolled back keeps working on the spool that release migrated. That holds
+# because every migration is additive: new tables, and new columns with defaults that
+# the older release's statements never name. A migration that is not must wait a
+# release, and the release bundle's spool_schema (sync.release.manifest) refuses a
+# jump of two.
+FORWARD_COMPATIBLE = 1
+
+
 def check_version(conn: sqlite3.Connection, path: Path) -> int:
-    """The spool's schema version; refused when a newer release wrote it."""
+    """The spool's schema version; refused when a release two or more ahead wrote it."""
     found = schema_version(conn)
-    if found > SCHEMA_VERSION:
+    if found > SCHEMA_VERSION + FORWARD_COMPATIBLE:
         raise SpoolError(
             f"the spool {path} has schema version {found}, newer than this sohoa knows"
             f" ({SCHEMA_VERSION})",

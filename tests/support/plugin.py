@@ -18,8 +18,8 @@ from device.sane_testbed import write_sane_config
 from tests.support.mqtt import Broker, start_mosquitto
 from tests.support.site import Site, make_site
 
-# postgres_server, postgres_dsn, postgres_db; softhsm_token
-pytest_plugins = ["tests.support.postgres", "tests.support.softhsm"]
+# postgres_server, postgres_dsn, postgres_db; softhsm_token; release_bundles
+pytest_plugins = ["tests.support.postgres", "tests.support.softhsm", "tests.support.release"]
 
 
 @pytest.fixture

@@ -1,0 +1,145 @@
+"""A release rolled out over MQTT to a device run as processes: real mosquitto, the
+province's ``release serve``, a link cut every few seconds, the device's sync service
+restarted by a supervisor as systemd would, through ``sohoa-launch``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.faultproxy import FaultProxy
+from tests.support.release import GOOD, NEXT, Bundles
+from tests.support.site import REPO, SOHOA, Site, write_toml
+from tests.support.sync import (
+    assert_stored_exactly_once,
+    pending_count,
+    spool_documents,
+    warehouse_workers,
+)
+from tests.support.wait import wait_until
+
+
+@contextmanager
+def supervised(cmd: list[str], env: dict[str, str]) -> Iterator[list[int]]:
+    """Run ``cmd`` again whenever it exits (systemd's Restart=always); the exit codes."""
+    stop, codes = threading.Event(), []
+    current: list[subprocess.Popen[bytes]] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            proc = subprocess.Popen(cmd, env=env, cwd="/", stderr=subprocess.DEVNULL)
+            current[:] = [proc]
+            codes.append(proc.wait())
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield codes
+    finally:
+        stop.set()
+        for proc in current:
+            proc.terminate()
+        thread.join(20)
+
+
+def sohoa(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SOHOA_CONFIG": str(config)}
+    return subprocess.run(
+        [*SOHOA, *args], env=env, capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+
+
+def release_status(prefix: Path) -> dict[str, object]:
+    proc = subprocess.run(
+        [*SOHOA, "release", "status", "--prefix", str(prefix), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    doc: dict[str, object] = json.loads(proc.stdout)
+    return doc
+
+
+def test_offered_release_downloads_over_a_cut_link_switches_and_keeps_syncing(
+    site: Site, release_bundles: Bundles, tmp_path: Path
+) -> None:
+    prefix, folder = tmp_path / "opt", tmp_path / "province-releases"
+    folder.mkdir()
+    (folder / f"sohoa-{NEXT}.bundle").hardlink_to(release_bundles.of(NEXT))
+    proxy = FaultProxy((site.broker.host, site.broker.port), cut_every_s=3.0).start()
+    device_toml = write_toml(
+        tmp_path / "device-release.toml",
+        site.device.home,
+        site.device.device.id,
+        f"mqtt://127.0.0.1:{proxy.port}",
+        sync={"receipt_timeout_s": 5.0, "health_interval_s": 5},
+        spool={"reserve_mb": 0},
+        ui={"listen": ""},
+        release={"prefix": str(prefix), "public_key": str(release_bundles.pub)},
+    )
+    installed = sohoa(
+        device_toml,
+        "release",
+        "install",
+        str(release_bundles.of(GOOD)),
+        "--prefix",
+        str(prefix),
+        "--no-restart",
+    )
+    assert installed.returncode == 0, installed.stderr
+    before = spool_documents(site.device, 5, prefix="before")
+    env = {**os.environ, "SOHOA_CONFIG": str(device_toml)}
+    serve = subprocess.Popen(
+        [*SOHOA, "release", "serve", "--bundles", str(folder)],
+        env={**os.environ, "SOHOA_CONFIG": str(site.warehouse_toml)},
+        cwd=REPO,
+    )
+    try:
+        with (
+            warehouse_workers(site.warehouse, 1),
+            supervised([str(prefix / "bin" / "sohoa-launch"), "sync"], env),
+        ):
+            wait_until(lambda: pending_count(site.device) == 0, 60, "the first documents stored")
+            offered = sohoa(
+                site.warehouse_toml,
+                "release",
+                "offer",
+                NEXT,
+                "--to",
+                site.device.device.id,
+                "--bundles",
+                str(folder),
+            )
+            assert offered.returncode == 0, offered.stderr
+            wait_until(lambda: release_status(prefix)["current"] == NEXT, 80, f"switched to {NEXT}")
+            after = spool_documents(site.device, 5, prefix="after")
+            wait_until(lambda: pending_count(site.device) == 0, 60, "the later documents stored")
+            rollout = lambda: json.loads(  # noqa: E731
+                sohoa(
+                    site.warehouse_toml,
+                    "release",
+                    "rollout",
+                    NEXT,
+                    "--bundles",
+                    str(folder),
+                    "--json",
+                ).stdout
+            )
+            wait_until(lambda: rollout()["by_status"]["healthy"] == 1, 30, "healthy reported")
+
+    finally:
+        serve.terminate()
+        serve.wait(10)
+        proxy.stop()
+    assert proxy.cuts >= 2  # the link really was cut during the download
+    reports = {r["version"]: r["status"] for r in release_status(prefix)["reports"]}  # type: ignore[attr-defined]
+    assert reports == {GOOD: "installed", NEXT: "healthy"}
+    expected = {(site.device.device.id, s.doc_id): s.pdf_sha256 for s in before + after}
+    assert_stored_exactly_once(site, expected)

@@ -1,0 +1,157 @@
+"""Releases installed from bundles into a temporary A/B prefix, run as plain processes
+through the launcher the units use: a release that fails to start is rolled back, and
+bundles are refused with one clear line. (A healthy switch that keeps syncing, delivered
+over MQTT: tests/test_release_delivery.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.release import BROKEN, GOOD, NEXT, Bundles
+from tests.support.site import REPO, SOHOA, Site
+
+
+def sohoa(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"SOHOA_CONFIG": str(config)} if config else {})}
+    return subprocess.run(
+        [*SOHOA, *args], env=env, capture_output=True, text=True, timeout=180, cwd=REPO
+    )
+
+
+def launch(prefix: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """What a unit runs: ``sohoa-launch`` with the service's arguments."""
+    env = {**os.environ, "SOHOA_CONFIG": str(config)}
+    return subprocess.run(
+        [str(prefix / "bin" / "sohoa-launch"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+
+
+def launch_background(prefix: Path, config: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SOHOA_CONFIG": str(config)}
+    cmd = [str(prefix / "bin" / "sohoa-launch"), *args]
+    return subprocess.Popen(cmd, env=env, cwd="/", stderr=subprocess.DEVNULL)
+
+
+def install(
+    bundles: Bundles, prefix: Path, version: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return sohoa(
+        "release",
+        "install",
+        str(bundles.of(version)),
+        "--prefix",
+        str(prefix),
+        "--release-pub",
+        str(bundles.pub),
+        "--no-restart",
+        *extra,
+    )
+
+
+def device_config(site: Site, prefix: Path) -> Path:
+    with site.device_toml.open("a") as f:
+        f.write(f'[release]\nprefix = "{prefix}"\n')
+    return site.device_toml
+
+
+def status(prefix: Path) -> dict[str, object]:
+    proc = sohoa("release", "status", "--prefix", str(prefix), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, object] = json.loads(proc.stdout)
+    return doc
+
+
+def test_release_that_fails_to_start_is_rolled_back_and_reported(
+    site: Site, release_bundles: Bundles, tmp_path: Path
+) -> None:
+    prefix = tmp_path / "opt"
+    config = device_config(site, prefix)
+    assert install(release_bundles, prefix, GOOD).returncode == 0
+    proc = install(release_bundles, prefix, BROKEN, "--no-wait", "--deadline", "3")
+    assert proc.returncode == 0, proc.stderr
+    crashed = launch(prefix, config, "sync", "--once", "--timeout", "10")
+    assert crashed.returncode != 0
+    assert "internal error (RuntimeError)" in crashed.stderr
+    time.sleep(3.5)  # the unit's restarts go on until the deadline passes
+    assert launch(prefix, config, "--version").stdout.strip() == f"sohoa {GOOD}"
+    doc = status(prefix)
+    assert (doc["current"], doc["trial"]) == (GOOD, None)
+    reports = [(r["version"], r["status"], r["reason"]) for r in doc["reports"]]  # type: ignore[attr-defined]
+    assert (BROKEN, "rolled_back", "no health within the deadline") in reports
+
+    # offered again, the unpacked release is reused; install itself waits and switches back
+    proc = install(release_bundles, prefix, BROKEN, "--deadline", "1")
+    assert proc.returncode == 9
+    assert proc.stderr.strip().splitlines() == [
+        f"error: release {BROKEN} rolled back to {GOOD}: no health within the deadline — read"
+        " the new release's service log (journalctl -u sohoa-sync); the device runs the"
+        " previous release"
+    ]
+    assert (prefix / "current").readlink() == Path("releases") / GOOD
+
+
+def _tampered(bundles: Bundles, tmp_path: Path) -> Path:
+    data = bytearray(bundles.of(GOOD).read_bytes())
+    # the wheel's tar header is the name's last occurrence (the manifest names it first)
+    at = data.rindex(f"wheels/sohoa-{GOOD}-py3-none-any.whl".encode()) + 512 + 1000
+    data[at] ^= 0xFF
+    path = tmp_path / f"sohoa-{GOOD}.bundle"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "line"),
+    [
+        ("bad-signature", "error: bad signature: the bundle is signed by release key"),
+        ("tampered", f"error: tampered wheel: wheels/sohoa-{GOOD}-py3-none-any.whl"),
+        ("older", f"error: release {GOOD} is older than the installed 0.9.9"),
+        ("not-a-bundle", "x.bundle is not a sohoa release bundle"),
+    ],
+)
+def test_bad_bundles_are_refused_with_one_clear_line(
+    case: str, line: str, release_bundles: Bundles, tmp_path: Path
+) -> None:
+    prefix = tmp_path / "opt"
+    installed = "0.9.9" if case == "older" else NEXT
+    (prefix / "releases" / installed).mkdir(parents=True)
+    (prefix / "current").symlink_to(Path("releases") / installed)  # all a refusal reads
+    pub, bundle = release_bundles.pub, release_bundles.of(GOOD)
+    if case == "bad-signature":
+        other = tmp_path / "other" / "release.key"
+        assert sohoa("release", "keygen", "--key", str(other)).returncode == 0
+        pub = other.with_suffix(".pub")
+    elif case == "tampered":
+        bundle = _tampered(release_bundles, tmp_path)
+    elif case == "older":
+        pass  # the bundle of 0.9.1 against an installed 0.9.9
+    else:
+        bundle = tmp_path / "x.bundle"
+        bundle.write_bytes(b"\0" * 2048)
+    where = () if case == "tampered" else ("--prefix", str(prefix))
+    verb = "verify" if case == "tampered" else "install"
+    proc = sohoa("release", verb, str(bundle), "--release-pub", str(pub), *where)
+    assert proc.returncode == 8, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert line in proc.stderr
+    assert (prefix / "current").readlink() == Path("releases") / installed
+
+
+def test_build_names_its_target_platforms_and_refuses_others() -> None:
+    """The index path (aarch64, armhf) needs the network: only its arguments are tested."""
+    help_text = sohoa("release", "build", "--help").stdout
+    assert "--platform {aarch64,amd64,armhf}" in help_text
+    proc = sohoa("release", "build", "--out", "/nonexistent", "--platform", "sparc")
+    assert proc.returncode == 2
+    assert "invalid choice: 'sparc'" in proc.stderr
