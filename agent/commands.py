@@ -7,6 +7,7 @@ exit code; failures are raised as sohoa errors and printed by ``agent.cli``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -151,7 +152,8 @@ def _sd_notify(state: str) -> None:
         return
     import socket
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+    # like sd_notify(3), a manager that is not listening is no reason to stop serving
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.connect("\0" + addr[1:] if addr.startswith("@") else addr)
         s.sendall(state.encode())
 

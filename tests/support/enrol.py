@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pytest
 
 from sync.localbroker import free_port_pair
 from tests.support.mqtt import run_generated_broker
+from tests.support.units import NotifySocket
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE = "H56-01234-a1"
@@ -115,10 +119,24 @@ def start_broker(setup: Setup, tmp: Path) -> subprocess.Popen[bytes]:
     return run_generated_broker(tmp / "broker" / "mosquitto.conf", setup.port)
 
 
-def warehouse_serve(province: Side) -> subprocess.Popen[bytes]:
-    """``sohoa warehouse serve`` for the province, as a process (terminate it at the end)."""
-    return subprocess.Popen(
+def warehouse_serve(province: Side, ready_s: float = 120.0) -> subprocess.Popen[bytes]:
+    """``sohoa warehouse serve`` for the province, as a process (terminate it at the end),
+    returned once it said READY=1 (its workers subscribed), as systemd would wait: a
+    request published before that would find no one listening."""
+    folder = Path(tempfile.mkdtemp(prefix="sohoa-notify-"))  # short: an AF_UNIX path
+    notify = NotifySocket(folder / "n", os.getuid())
+    proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "warehouse", "serve"],
-        env={**os.environ, "SOHOA_CONFIG": str(province.config)},
+        env={**os.environ, "SOHOA_CONFIG": str(province.config), "NOTIFY_SOCKET": str(notify.path)},
         cwd=REPO,
     )
+    try:
+        wait_until(
+            lambda: notify.sent(proc.pid, "READY") or proc.poll() is not None,
+            ready_s,
+            "the warehouse's READY=1",
+        )
+    finally:
+        notify.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return proc
