@@ -156,6 +156,7 @@ def query(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_hundreds_of_power_cuts_lose_and_duplicate_nothing(
     site: Site, tmp_path: Path, warehouse_worker: threading.Event
 ) -> None:

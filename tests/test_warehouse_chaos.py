@@ -39,7 +39,7 @@ from tests.support.mqtt import Broker, start_mosquitto
 from tests.support.site import REPO, SOHOA
 from tests.support.wait import became_true, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 DEVICES = 5
 DOCS = 100
