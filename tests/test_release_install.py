@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.release import BROKEN, GOOD, NEXT, Bundles
 from tests.support.site import REPO, SOHOA, Site
+from tests.support.wait import wait_until
 
 
 def sohoa(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -83,8 +83,13 @@ def test_release_that_fails_to_start_is_rolled_back_and_reported(
     crashed = launch(prefix, config, "sync", "--once", "--timeout", "10")
     assert crashed.returncode != 0
     assert "internal error (RuntimeError)" in crashed.stderr
-    time.sleep(3.5)  # the unit's restarts go on until the deadline passes
-    assert launch(prefix, config, "--version").stdout.strip() == f"sohoa {GOOD}"
+    # the unit's restarts go on until the deadline passes and the launcher switches back
+    wait_until(
+        lambda: launch(prefix, config, "--version").stdout.strip() == f"sohoa {GOOD}",
+        30,
+        "the launcher switching back once the deadline passed",
+        poll_s=0.5,
+    )
     doc = status(prefix)
     assert (doc["current"], doc["trial"]) == (GOOD, None)
     reports = [(r["version"], r["status"], r["reason"]) for r in doc["reports"]]  # type: ignore[attr-defined]
