@@ -112,14 +112,20 @@ def expiry(value: object) -> datetime:
     return when
 
 
-def parse_command(payload: bytes) -> Command:
-    """A command from the wire, bounded before it is parsed; ``CommandRefused`` says why not."""
+def command_json(payload: bytes, what: str = "command") -> dict[str, Any]:
+    """A signed command's JSON object (a command, a release offer), bounded to
+    ``MAX_COMMAND`` before it is parsed; ``CommandRefused`` says why not."""
     if len(payload) > MAX_COMMAND:
-        raise CommandRefused(f"command larger than {MAX_COMMAND // 1024} KiB")
+        raise CommandRefused(f"{what} larger than {MAX_COMMAND // 1024} KiB")
     try:
-        obj = load_json(payload)
+        return load_json(payload)
     except ProtocolError as exc:
         raise CommandRefused(str(exc)) from None
+
+
+def parse_command(payload: bytes) -> Command:
+    """A command from the wire, bounded before it is parsed; ``CommandRefused`` says why not."""
+    obj = command_json(payload)
     if obj.get("format") != FORMAT:
         raise CommandRefused(f"not a {FORMAT} command")
     if set(obj) != _FIELDS:

@@ -3,34 +3,20 @@ independent CMS check (pyHanko's) accepts for that document's digest and no othe
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 
 import pytest
 from asn1crypto import algos, cms, x509
-from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 
 from agent.capture.cms_template import build_template
+from tests.support.softhsm import common_name, self_signed
 
 
 def _signer() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "Nguyễn Văn Thử")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        cx509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(cx509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed(common_name("Nguyễn Văn Thử"), 1)
     return key, x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 

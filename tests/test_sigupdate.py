@@ -14,10 +14,9 @@ from pathlib import Path
 import pikepdf
 import pytest
 from asn1crypto import algos, x509
-from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import padding
+from fontTools import ttLib
 from PIL import Image, ImageDraw
 from pyhanko.keys import load_cert_from_pemder
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -31,6 +30,7 @@ from agent.capture.pdf import PdfMetadata, encode_page, write_pdf
 from agent.capture.signing import FONTS, REASON, block_box
 from agent.capture.sigupdate import BlockFont, SignatureText, read_layout, signed_update
 from tests.support.pdfa import signed_pdfa_findings
+from tests.support.softhsm import common_name, self_signed
 
 NAME = "Nguyễn Thị Thu Hường"
 LINES = [
@@ -45,20 +45,7 @@ LINES = [
 
 
 def _signer(tmp: Path) -> tuple[Callable[[bytes], bytes], Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, NAME)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        cx509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(cx509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(cx509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed(common_name(NAME), 1)
     pem = tmp / "signer.pem"
     pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     asn1 = x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
@@ -76,7 +63,7 @@ def _signer(tmp: Path) -> tuple[Callable[[bytes], bytes], Path]:
 def _font(texts: list[str]) -> BlockFont:
     path = next(p for p in FONTS if p.is_file())
     cut = cut_font(path.read_bytes(), texts)
-    return BlockFont(cut, zlib.compress(cut, 6), "SOHOAB")
+    return BlockFont(ttLib.TTFont(io.BytesIO(cut)), zlib.compress(cut, 6), len(cut), "SOHOAB")
 
 
 def _pdf(pages: int = 2) -> bytes:

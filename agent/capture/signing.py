@@ -192,7 +192,7 @@ class TokenCertifier:
         # name holds), and embedded as it is in every block
         self._font = SessionFont(cut_font(_font_path().read_bytes(), [texts]), size=8)
         tag = "".join(chr(65 + b % 26) for b in hashlib.sha256(self._font.font).digest()[:6])
-        self._block_font = BlockFont(self._font.font, self._font.program, tag)
+        self._block_font = BlockFont(self._font.tt, self._font.program, len(self._font.font), tag)
 
     def _pdf_signer(
         self, page: int, width: float, tsa: HTTPTimeStamper | None

@@ -18,7 +18,6 @@ Pure: bytes and values in, bytes out; the token's signature is a function passed
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import zlib
 from collections.abc import Callable
@@ -95,12 +94,12 @@ def _object_at(pdf: bytes, xref: int, number: int) -> str | None:
 
 
 class BlockFont:
-    """The session's cut of the block font as the five PDF objects a composite font
+    """The session's cut of the block font (``tt``, parsed once; ``program`` its bytes
+    deflated, ``program_len`` long before) as the five PDF objects a composite font
     needs (Type0, CIDFontType2, descriptor, ToUnicode, program), written once with
     ``{}`` where the first object's number goes; glyph ids are the CIDs."""
 
-    def __init__(self, font: bytes, program: bytes, tag: str) -> None:
-        tt = ttLib.TTFont(io.BytesIO(font))
+    def __init__(self, tt: ttLib.TTFont, program: bytes, program_len: int, tag: str) -> None:
         upm = int(tt["head"].unitsPerEm)
         cmap: dict[int, str] = tt.getBestCmap()
         hmtx = tt["hmtx"]
@@ -126,7 +125,7 @@ class BlockFont:
             f"{round(hhea.descent * scale)} /CapHeight {cap} /StemV 80 /FontFile2 {{4}} 0 R >>",
         )
         self._to_unicode = to_unicode
-        self._program, self._program_len = program, len(font)
+        self._program, self._program_len = program, program_len
 
     def objects(self, first: int) -> list[bytes]:
         """The five objects' bodies, numbered from ``first``."""

@@ -38,7 +38,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sync.commands import FORMAT, MAX_COMMAND, CommandRefused, expiry
+from sync.commands import FORMAT, CommandRefused, command_json, expiry
 from sync.errors import ConfigError
 from sync.protocol import ROOT, ProtocolError, canonical, load_json, valid_device_id
 from sync.release.manifest import ReleaseRefused, parse_version
@@ -121,12 +121,7 @@ def sign_offer(offer: Offer, key: Ed25519PrivateKey) -> Offer:
 
 def parse_offer(payload: bytes) -> Offer:
     """An offer from the wire, bounded and checked field by field."""
-    if len(payload) > MAX_COMMAND:
-        raise CommandRefused(f"offer larger than {MAX_COMMAND // 1024} KiB")
-    try:
-        obj = load_json(payload)
-    except ProtocolError as exc:
-        raise CommandRefused(str(exc)) from None
+    obj = command_json(payload, "offer")
     if obj.get("format") != FORMAT or obj.get("kind") != KIND or set(obj) != _FIELDS:
         raise CommandRefused(f"not a {FORMAT} release offer")
     device, counter, size, digest = obj["device"], obj["counter"], obj["size"], obj["sha256"]

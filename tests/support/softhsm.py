@@ -60,17 +60,18 @@ def _ca_name() -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sohoa test signing CA")])
 
 
-def make_ca() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+def self_signed(name: x509.Name, days: float) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """An RSA-2048 key and its self-signed CA certificate, valid from a day ago."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_ca_name())
-        .issuer_name(_ca_name())
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - ONE_DAY)
-        .not_valid_after(now + 3650 * ONE_DAY)
+        .not_valid_after(now + days * ONE_DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
@@ -78,6 +79,14 @@ def make_ca() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
         .sign(key, hashes.SHA256())
     )
     return key, cert
+
+
+def common_name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+def make_ca() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    return self_signed(_ca_name(), 3650)
 
 
 def issue(
