@@ -47,7 +47,9 @@ BROKER_URL=""
 WAREHOUSE_PUB=""
 INDEX_URL=""
 BUNDLE=""
+BUNDLE_VERSION=""
 RELEASE_PUB=""
+PREFIX=/opt/sohoa
 
 value() {
     if [ $# -lt 2 ] || [ -z "$2" ]; then fail "arguments" "$1 needs a value; see install.sh --help"; fi
@@ -125,6 +127,7 @@ SYSTEM_PACKAGES=(
     libsane1 libsane-dev sane-utils
     libzbar0 libzbar-dev
     libtiff6
+    python3-cryptography
     mosquitto mosquitto-clients
     fonts-dejavu-core ca-certificates
 )
@@ -205,31 +208,75 @@ install_wheel() {
         || fail "pip install" "could not replace sohoa in $venv"
 }
 
-install_bundle() {
-    # a signed release bundle (sohoa release build), with no network: every wheel's hash
-    # against the manifest before anything from it runs, then pip from the bundle alone,
-    # then the release key's signature over the manifest
-    local venv="$1" version
+check_bundle() {
+    # a signed release bundle (sohoa release build), checked by Debian's python3 and
+    # python3-cryptography before anything from it runs: the release key's signature over
+    # the manifest, then every wheel's SHA-256 against it; sets BUNDLE_VERSION
+    [ -z "$BUNDLE_VERSION" ] || return 0
     mkdir -p "$WORK/bundle"
     tar -C "$WORK/bundle" -xf "$BUNDLE" manifest.json manifest.sig wheels 2>/dev/null \
         || fail "bundle" "$BUNDLE is not a sohoa release bundle; copy it again from the province"
-    version="$(python3 - "$WORK/bundle" 2>"$WORK/bundle.err" <<'PY'
-import hashlib, json, pathlib, sys
-root = pathlib.Path(sys.argv[1])
-manifest = json.loads((root / "manifest.json").read_text())
+    BUNDLE_VERSION="$(/usr/bin/python3 - "$WORK/bundle" "$RELEASE_PUB" 2>"$WORK/bundle.err" <<'PY'
+import base64, hashlib, json, pathlib, sys
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+root, pub = pathlib.Path(sys.argv[1]), json.loads(pathlib.Path(sys.argv[2]).read_text())
+if pub.get("format") != "sohoa-release-pub/1":
+    sys.exit(f"{sys.argv[2]} is not a release public key (keys/release.pub)")
+data = (root / "manifest.json").read_bytes()
+sig = json.loads((root / "manifest.sig").read_text())
+if sig.get("kid") != pub.get("kid"):
+    sys.exit(f"bad signature: the bundle is signed by release key {str(sig.get('kid'))[:16]}, this device pins {pub.get('kid')}")
+try:
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub["public"]))
+    key.verify(base64.b64decode(sig["sig"], validate=True), data)
+except (InvalidSignature, KeyError, ValueError):
+    sys.exit("bad signature: the manifest is not signed by the pinned release key")
+manifest = json.loads(data)
 for entry in manifest["files"]:
-    data = (root / entry["name"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    body = (root / entry["name"]).read_bytes()
+    if hashlib.sha256(body).hexdigest() != entry["sha256"]:
         sys.exit(f"tampered wheel: {entry['name']} does not match its hash")
 print(manifest["version"])
 PY
-)" || fail "bundle" "$(tail -n 1 "$WORK/bundle.err"): $BUNDLE was changed after it was signed; get it again from the province"
+)" || fail "bundle" "$(tail -n 1 "$WORK/bundle.err"): get the bundle again from the province; never install an unsigned release"
+    [[ "$BUNDLE_VERSION" =~ ^[0-9]+(\.[0-9]+){0,3}$ ]] || fail "bundle" "the bundle names no release version"
+}
+
+install_bundle() {
+    # the checked bundle's wheels, with pip and no network
+    local venv="$1"
+    check_bundle
     as_root "$venv/bin/python" -m pip install -q --no-index --find-links "$WORK/bundle/wheels" \
-        "sohoa==$version" || fail "pip install" "the bundle lacks a wheel for this machine; build it for this platform"
-    if ! as_root env -C / "$venv/bin/sohoa" release verify "$BUNDLE" --release-pub "$RELEASE_PUB" \
-        >/dev/null 2>"$WORK/verify.err"; then
-        as_root "$venv/bin/python" -m pip uninstall -q -y sohoa
-        fail "bundle" "$(sed -n '$s/^error: //p' "$WORK/verify.err") (sohoa was removed again)"
+        "sohoa==$BUNDLE_VERSION" || fail "pip install" "the bundle lacks a wheel for this machine; build it for this platform"
+}
+
+checkout_version() {
+    sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n 1
+}
+
+install_release() {
+    # a device runs releases/<version> through /opt/sohoa/current (README, "Releases"):
+    # the release this install brings, unless the device already runs a newer one (an
+    # update over MQTT): a re-run to change the configuration never downgrades it
+    local version current venv
+    if [ -n "$BUNDLE" ]; then check_bundle; version="$BUNDLE_VERSION"; else version="$(checkout_version)"; fi
+    [ -n "$version" ] || fail "version" "cannot read the version from $REPO/pyproject.toml"
+    current="$(readlink "$PREFIX/current" 2>/dev/null || true)"
+    current="${current##*/}"
+    if [ -n "$current" ] && [ "$current" != "$version" ] \
+        && [ "$(printf '%s\n%s\n' "$current" "$version" | sort -V | tail -n 1)" = "$current" ]; then
+        step "keeping release $current (newer than $version); install an older one with sohoa release install --allow-downgrade"
+        return 0
+    fi
+    venv="$PREFIX/releases/$version"
+    as_root install -d -m 0755 "$PREFIX/releases"
+    make_venv "$venv" ""
+    as_root env -C / SOHOA_HOME="$HOME_DIR" "$venv/bin/sohoa" release adopt --prefix "$PREFIX" >/dev/null \
+        || fail "release adopt" "cannot switch $PREFIX/current to $version; read the message above"
+    if has "$PREFIX/venv"; then
+        step "removing $PREFIX/venv (the device runs $PREFIX/current now)"
+        as_root rm -rf "$PREFIX/venv"
     fi
 }
 
@@ -259,11 +306,16 @@ provision_common() {
             --groups scanner sohoa || fail "useradd" "could not create the sohoa user"
     fi
     as_root install -d -m 0755 /opt/sohoa /etc/sohoa
-    as_root install -d -m 0700 -o sohoa -g sohoa "$HOME_DIR" "$HOME_DIR/keys"
-    make_venv /opt/sohoa/venv "$(extras)"
-    as_root ln -sfn /opt/sohoa/venv/bin/sohoa /usr/local/bin/sohoa
-    local version
-    version="$(env -C / /opt/sohoa/venv/bin/sohoa --version)" \
+    as_root install -d -m 0700 -o sohoa -g sohoa "$HOME_DIR" "$HOME_DIR/keys" "$HOME_DIR/release"
+    local sohoa=/opt/sohoa/venv/bin/sohoa version
+    if [ "$MODE" = device ]; then
+        install_release
+        sohoa="$PREFIX/current/bin/sohoa"
+    else
+        make_venv /opt/sohoa/venv "$(extras)"
+    fi
+    as_root ln -sfn "$sohoa" /usr/local/bin/sohoa
+    version="$(env -C / "$sohoa" --version)" \
         || fail "sohoa --version" "the installed sohoa does not start; read its message above"
     printf '%s\n' "$version" | as_root tee /opt/sohoa/VERSION >/dev/null
     step "installed $version (/opt/sohoa/VERSION)"
@@ -436,10 +488,13 @@ device() {
         as_root install -m 0644 -o sohoa -g sohoa "$WAREHOUSE_PUB" "$HOME_DIR/keys/warehouse.pub"
     fi
     if [ -n "$RELEASE_PUB" ]; then
+        # the sync service's copy (it takes offers only with a pinned key) and root's, which
+        # sohoa-release-switch checks bundles against (the sohoa user cannot change it)
         as_root install -m 0644 -o sohoa -g sohoa "$RELEASE_PUB" "$HOME_DIR/keys/release.pub"
+        as_root install -m 0644 -o root -g root "$RELEASE_PUB" /etc/sohoa/release.pub
     fi
     has "$HOME_DIR/keys/warehouse.pub" || step "copy the warehouse's warehouse.pub to $HOME_DIR/keys/ (or pass --warehouse-pub FILE), then enrol keys/device.pub at the warehouse"
-    install_units sohoa-agent.service sohoa-sync.service
+    install_units sohoa-agent.service sohoa-sync.service sohoa-release-switch.path sohoa-release-switch.service
     /usr/local/bin/sohoa doctor || true
 }
 

@@ -17,10 +17,13 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,76 +89,169 @@ def _verify(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _restart(units: list[str], pidfile: str | None) -> None:
-    """Restart the services on the release ``current`` now names."""
-    if units:
-        subprocess.run(["systemctl", "restart", *units], check=False)
-    if pidfile:  # a service run without systemd: it stops, its supervisor starts it again
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(Path(pidfile).read_text().strip()), signal.SIGTERM)
+@dataclass(frozen=True)
+class Restart:
+    """How the services are restarted on the release ``current`` names: systemd units,
+    and/or the process a pid file names (a service run without systemd: it stops, its
+    supervisor starts it again)."""
+
+    units: tuple[str, ...] = ()
+    pidfile: Path | None = None
+
+    def __call__(self) -> None:
+        if self.units:
+            subprocess.run(["systemctl", "restart", *self.units], check=False)
+        if self.pidfile is not None:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(self.pidfile.read_text().strip()), signal.SIGTERM)
+
+    def up(self) -> bool:
+        """Every enabled unit runs (a release is healthy only then)."""
+        for unit in self.units:
+            enabled = subprocess.run(["systemctl", "is-enabled", "--quiet", unit], check=False)
+            active = subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False)
+            if enabled.returncode == 0 and active.returncode != 0:
+                return False
+        return True
 
 
-def _wait(prefix: Path, trial: ab.Trial) -> dict[str, str]:
+def _wait(layout: ab.Layout, trial: ab.Trial, restart: Restart) -> str:
     """The trial's outcome: healthy, or rolled back once its deadline passed."""
     while True:
-        doc = ab.read_report(prefix, trial.version) or {}
-        if doc.get("status") in ("healthy", "rolled_back"):
-            return doc
-        ab.check_trial(prefix, time.time())
+        outcome = ab.settle(layout, time.time(), up=restart.up())
+        if outcome is None:
+            doc = ab.read_report(layout.prefix, trial.version) or {}
+            if ab.read_trial(layout.prefix) is None:  # the launcher settled it meanwhile
+                outcome = doc.get("status", "rolled_back")
+        if outcome is not None:
+            return outcome
         time.sleep(0.5)
 
 
-def _install(args: argparse.Namespace, cfg: Config) -> int:
-    prefix = Path(args.prefix) if args.prefix else cfg.release.prefix
+def _layout(args: argparse.Namespace, cfg: Config) -> ab.Layout:
+    return ab.Layout.of(cfg.home, Path(args.prefix) if args.prefix else cfg.release.prefix)
+
+
+def install_bundle(
+    cfg: Config,
+    layout: ab.Layout,
+    bundle_file: Path,
+    pub: Path,
+    *,
+    allow_downgrade: bool,
+    deadline: int,
+    restart: Restart,
+    wait: bool = True,
+) -> int:
+    """Verify, unpack, switch, restart and wait for health (else switch back): the steps
+    of ``release install`` and ``release apply``."""
+    prefix = layout.prefix
     try:
-        bundle = _pinned(args, cfg)
+        bundle = open_bundle(bundle_file, load_release_public(pub))
         check_install(
             ab.installed_version(prefix),
             SCHEMA_VERSION,
             bundle.manifest,
-            allow_downgrade=args.allow_downgrade,
+            allow_downgrade=allow_downgrade,
         )
     except ReleaseRefused as exc:
         if prefix.is_dir():
-            ab.report(prefix, _version_of(args.file), "refused", exc.message)
+            ab.report(prefix, _version_of(str(bundle_file)), "refused", exc.message)
         raise
     version = bundle.manifest.version
     try:
         ab.unpack_release(bundle, prefix)
-        ab.write_launcher(prefix)
+        ab.write_launcher(layout)
     except (SohoaError, OSError) as exc:  # reported, so that the province sees why
         failure = (
             exc
             if isinstance(exc, SohoaError)
             else ab.InstallError(
                 f"cannot write the release prefix {prefix} ({exc.strerror})",
-                "run as the user who owns it, or give --prefix",
+                "run as root (sudo sohoa release install), or give --prefix",
             )
         )
         with contextlib.suppress(OSError):
             ab.report(prefix, version, "refused", failure.message)
         raise failure from None
-    deadline = args.deadline or cfg.release.health_deadline_s
-    trial = ab.begin_trial(prefix, version, deadline)
-    units = [] if args.no_restart else list(args.unit or DEFAULT_UNITS)
-    _restart(units, args.restart_pidfile)
+    trial = ab.begin_trial(layout, version, deadline)
+    restart()
     if trial is None:
         print(f"release {version} installed in {prefix}")
         return 0
-    if args.no_wait:
+    if not wait:
         print(
             f"release {version} switched on, on trial for {deadline} s (previous {trial.previous})"
         )
         return 0
-    outcome = _wait(prefix, trial)
-    if outcome.get("status") == "rolled_back":
-        _restart(units, args.restart_pidfile)
+    return _outcome(layout, trial, restart)
+
+
+def _outcome(layout: ab.Layout, trial: ab.Trial, restart: Restart) -> int:
+    if _wait(layout, trial, restart) != "healthy":
+        restart()
+        doc = ab.read_report(layout.prefix, trial.version) or {}
         raise IncompleteError(
-            f"release {version} rolled back to {trial.previous}: {outcome.get('reason')}",
+            f"release {trial.version} rolled back to {trial.previous}: {doc.get('reason')}",
             "read the new release's service log (journalctl -u sohoa-sync); the device runs"
             " the previous release",
         )
-    print(f"release {version} is healthy (previous {trial.previous} kept for going back)")
+    removed = ab.prune(layout.prefix, {trial.version, trial.previous})
+    gone = f"; removed {', '.join(removed)}" if removed else ""
+    print(
+        f"release {trial.version} is healthy (previous {trial.previous} kept for going back{gone})"
+    )
+    return 0
+
+
+def _install(args: argparse.Namespace, cfg: Config) -> int:
+    units = () if args.no_restart else tuple(args.unit or DEFAULT_UNITS)
+    pidfile = Path(args.restart_pidfile) if args.restart_pidfile else None
+    return install_bundle(
+        cfg,
+        _layout(args, cfg),
+        Path(args.file),
+        Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key),
+        allow_downgrade=args.allow_downgrade,
+        deadline=args.deadline or cfg.release.health_deadline_s,
+        restart=Restart(units, pidfile),
+        wait=not args.no_wait,
+    )
+
+
+def _apply(args: argparse.Namespace, cfg: Config) -> int:
+    """sohoa-release-switch.service (root): take the sync service's request and install
+    its bundle; or wait out a trial a power cut left (the unit also starts on ``pending``)."""
+    layout = _layout(args, cfg)
+    pidfile = Path(args.restart_pidfile) if args.restart_pidfile else None
+    restart = Restart(() if pidfile else DEFAULT_UNITS, pidfile)
+    request = ab.take_request(cfg.home, layout.prefix)
+    if request is not None:
+        try:
+            return install_bundle(
+                cfg,
+                layout,
+                request.bundle,
+                Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key),
+                allow_downgrade=request.allow_downgrade,
+                deadline=cfg.release.health_deadline_s,
+                restart=restart,
+            )
+        finally:
+            shutil.rmtree(request.bundle.parent, ignore_errors=True)
+    trial = ab.read_trial(layout.prefix)
+    if trial is None:
+        print("nothing to install and no release on trial")
+        return 0
+    return _outcome(layout, trial, restart)
+
+
+def _adopt(args: argparse.Namespace, cfg: Config) -> int:
+    """install.sh --device: the release it installed into ``releases/<version>`` becomes
+    the current one, with the launcher the units run."""
+    layout = _layout(args, cfg)
+    ab.adopt(layout, Path(sys.prefix), __version__)
+    print(f"release {__version__} is current in {layout.prefix}")
     return 0
 
 
@@ -166,7 +262,7 @@ def _version_of(file: str) -> str:
 
 
 def _status(args: argparse.Namespace, cfg: Config) -> int:
-    prefix = Path(args.prefix) if args.prefix else cfg.release.prefix
+    prefix = _layout(args, cfg).prefix
     trial = ab.read_trial(prefix)
     reports = sorted(
         (ab.read_report(prefix, p.stem) or {} for p in (prefix / "reports").glob("*.json")),
@@ -177,6 +273,7 @@ def _status(args: argparse.Namespace, cfg: Config) -> int:
         "current": ab.installed_version(prefix),
         "trial": None if trial is None else {"version": trial.version, "previous": trial.previous},
         "reports": reports,
+        "request": (cfg.home / "release" / ab.REQUEST).exists(),
     }
     if args.json:
         print(json.dumps(doc, ensure_ascii=False))
@@ -184,6 +281,11 @@ def _status(args: argparse.Namespace, cfg: Config) -> int:
     print(f"current release: {doc['current'] or 'none (not installed from a bundle)'}")
     if trial is not None:
         print(f"on trial: {trial.version} (goes back to {trial.previous} without health)")
+    if doc["request"]:
+        print(
+            "a downloaded release waits for sohoa-release-switch.service"
+            " (systemctl status sohoa-release-switch.path; by hand: sudo sohoa release apply)"
+        )
     for r in reports[-5:]:
         reason = f" ({r.get('reason')})" if r.get("reason") else ""
         print(f"{r.get('at', '')}  {r.get('version', '')}  {r.get('status', '')}{reason}")
@@ -228,6 +330,16 @@ def add_release(sub: Subparsers) -> None:
     r.add_argument("--unit", action="append", help="a unit to restart (default sync and agent)")
     r.add_argument("--restart-pidfile", help="also stop the process this file names (it restarts)")
     r.set_defaults(func=_install)
+    r = rsub.add_parser(
+        "apply", help="device, as root: install what the sync service downloaded (the switch unit)"
+    )
+    r.add_argument("--prefix", help="the A/B prefix (else [release] prefix)")
+    r.add_argument("--release-pub", help="the pinned release key (else [release] public_key)")
+    r.add_argument("--restart-pidfile", help="stop this process instead of the units")
+    r.set_defaults(func=_apply)
+    r = rsub.add_parser("adopt", help="install.sh: make the running release the current one")
+    r.add_argument("--prefix", help="the A/B prefix (else [release] prefix)")
+    r.set_defaults(func=_adopt)
     r = rsub.add_parser("status", help="the installed release, a trial, the last reports")
     r.add_argument("--prefix", help="the A/B prefix (else [release] prefix)")
     r.add_argument("--json", action="store_true", help="print as JSON")

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sync.localbroker import free_port
 from tests.support.mqtt import port_open
+from tests.support.release import GOOD, Bundles
 from tests.support.wait import became_true, wait_until
 
 # six runs of install.sh, each building and installing the wheel: about 100 s
@@ -37,7 +38,10 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 CONFIG = Path("/etc/sohoa/sohoa.toml")
 HOME = Path("/var/lib/sohoa")
 KEYS = HOME / "keys"
-VENV = Path("/opt/sohoa/venv")
+PREFIX = Path("/opt/sohoa")
+# a device runs releases/<version> through the current link; a warehouse the venv
+RELEASE = PREFIX / "releases" / VERSION
+VENV = PREFIX / "venv"
 BROKER_DIR = Path("/etc/sohoa/broker")
 CONF_D = Path("/etc/mosquitto/conf.d/sohoa.conf")
 SYSTEMD = Path("/etc/systemd/system")
@@ -180,15 +184,34 @@ def test_installed_sohoa_runs_from_outside_the_checkout_with_its_version_recorde
     assert (out.returncode, out.stdout.strip()) == (0, f"sohoa {VERSION}")
 
 
-def test_installed_venv_is_a_real_install_not_a_link_to_the_checkout(device_twice: Twice) -> None:
-    site = next(VENV.glob("lib/python3*/site-packages"))
+def test_device_runs_its_release_through_the_launcher_the_units_name(
+    device_twice: Twice,
+) -> None:
+    assert (PREFIX / "current").readlink() == Path("releases") / VERSION
+    assert not present(VENV)
+    assert Path("/usr/local/bin/sohoa").readlink() == PREFIX / "current" / "bin" / "sohoa"
+    out = here(str(PREFIX / "bin" / "sohoa-launch"), "--version")
+    assert (out.returncode, out.stdout.strip()) == (0, f"sohoa {VERSION}")
+    assert owner(PREFIX / "current" / "bin" / "sohoa")[0] == "root"
+    for unit in ("sohoa-sync.service", "sohoa-release-switch.path", "sohoa-release-switch.service"):
+        assert (SYSTEMD / unit).read_bytes() == (REPO / "systemd" / unit).read_bytes(), unit
+    status = here("/usr/local/bin/sohoa", "release", "status", "--json")
+    assert json.loads(status.stdout)["current"] == VERSION, status.stderr
+
+
+def test_installed_release_is_a_real_install_not_a_link_to_the_checkout(
+    device_twice: Twice,
+) -> None:
+    site = next(RELEASE.glob("lib/python3*/site-packages"))
     assert [p.name for p in site.glob("*.pth") if str(REPO) in p.read_text()] == []
     assert list(site.glob("__editable__*")) == []
     direct_url = json.loads(next(site.glob("sohoa-*.dist-info/direct_url.json")).read_text())
     assert not direct_url.get("dir_info", {}).get("editable")
     assert str(REPO) not in direct_url["url"]
     where = here(
-        str(VENV / "bin/python"), "-c", "import agent, sync; print(agent.__file__, sync.__file__)"
+        str(RELEASE / "bin/python"),
+        "-c",
+        "import agent, sync; print(agent.__file__, sync.__file__)",
     )
     assert where.returncode == 0, where.stderr
     assert all(p.startswith(f"{site}/") for p in where.stdout.split()), where.stdout
@@ -271,6 +294,66 @@ def test_bad_argument_ends_with_one_error_line_and_changes_nothing(
     assert len(run.error_lines()) == 1, run.explain()
     assert ERROR_LINE.match(run.stderr.splitlines()[-1]), run.explain()
     assert (CONFIG.read_bytes() if CONFIG.exists() else None) == before
+
+
+@dataclass(frozen=True)
+class Offline:
+    refused: Run
+    refused_current: Path
+    refused_unpacked: bool
+    installed: Run
+    rerun: Run
+
+
+@pytest.fixture(scope="module")
+def device_offline(
+    device_renamed: Renamed, release_bundles: Bundles, tmp_path_factory: pytest.TempPathFactory
+) -> Offline:
+    """A technician's USB stick: a tampered bundle, then the good one, then a re-run from
+    the (older) checkout."""
+    stick = tmp_path_factory.mktemp("stick")
+    tampered = stick / f"sohoa-{GOOD}.bundle"
+    data = bytearray(release_bundles.of(GOOD).read_bytes())
+    at = data.rindex(f"wheels/sohoa-{GOOD}-py3-none-any.whl".encode()) + 512 + 1000
+    data[at] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    pub = ("--release-pub", str(release_bundles.pub))
+    refused = install(*DEVICE, "--bundle", str(tampered), *pub)
+    current = (PREFIX / "current").readlink()
+    unpacked = present(PREFIX / "releases" / GOOD)
+    installed = install(*DEVICE, "--bundle", str(release_bundles.of(GOOD)), *pub)
+    return Offline(refused, current, unpacked, installed, install(*DEVICE))
+
+
+def test_offline_bundle_is_checked_before_anything_from_it_runs(device_offline: Offline) -> None:
+    run = device_offline.refused
+    assert run.returncode != 0
+    assert run.error_lines() == [
+        f'error: step "bundle" failed — tampered wheel: wheels/sohoa-{GOOD}-py3-none-any.whl'
+        " does not match its hash: get the bundle again from the province; never install an"
+        " unsigned release"
+    ], run.explain()
+    assert device_offline.refused_current == Path("releases") / VERSION
+    assert not device_offline.refused_unpacked
+
+
+def test_offline_bundle_installs_its_release_and_pins_root_s_copy_of_the_key(
+    device_offline: Offline, release_bundles: Bundles
+) -> None:
+    assert device_offline.installed.returncode == 0, device_offline.installed.explain()
+    assert (PREFIX / "current").readlink() == Path("releases") / GOOD
+    out = here("/usr/local/bin/sohoa", "--version")
+    assert (out.returncode, out.stdout.strip()) == (0, f"sohoa {GOOD}")
+    assert owner(Path("/etc/sohoa/release.pub")) == ("root", "root", 0o644)
+    assert Path("/etc/sohoa/release.pub").read_bytes() == release_bundles.pub.read_bytes()
+    assert owner(KEYS / "release.pub")[0] == "sohoa"
+
+
+def test_rerun_from_an_older_checkout_keeps_the_newer_release(device_offline: Offline) -> None:
+    run = device_offline.rerun
+    assert run.returncode == 0, run.explain()
+    assert f"keeping release {GOOD} (newer than {VERSION})" in run.stdout
+    assert (PREFIX / "current").readlink() == Path("releases") / GOOD
 
 
 def two_free_ports() -> int:

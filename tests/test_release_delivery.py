@@ -1,6 +1,8 @@
 """A release rolled out over MQTT to a device run as processes: real mosquitto, the
 province's ``release serve``, a link cut every few seconds, the device's sync service
-restarted by a supervisor as systemd would, through ``sohoa-launch``."""
+restarted by a supervisor as systemd would, through ``sohoa-launch``, and
+``sohoa release apply`` started whenever the sync service's install request or a
+pending trial exists, as sohoa-release-switch.path starts it on a device."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.faultproxy import FaultProxy
-from tests.support.release import GOOD, NEXT, Bundles
+from tests.support.release import BROKEN, GOOD, NEXT, Bundles
 from tests.support.site import REPO, SOHOA, Site, write_toml
 from tests.support.sync import (
     assert_stored_exactly_once,
@@ -23,10 +25,13 @@ from tests.support.sync import (
 )
 from tests.support.wait import wait_until
 
+DEADLINE_S = 30
+
 
 @contextmanager
-def supervised(cmd: list[str], env: dict[str, str]) -> Iterator[list[int]]:
-    """Run ``cmd`` again whenever it exits (systemd's Restart=always); the exit codes."""
+def supervised(cmd: list[str], env: dict[str, str], pidfile: Path) -> Iterator[list[int]]:
+    """Run ``cmd`` again whenever it exits (systemd's Restart=always), its pid in
+    ``pidfile`` (what stands in for ``systemctl restart``); the exit codes."""
     stop, codes = threading.Event(), []
     current: list[subprocess.Popen[bytes]] = []
 
@@ -34,6 +39,7 @@ def supervised(cmd: list[str], env: dict[str, str]) -> Iterator[list[int]]:
         while not stop.is_set():
             proc = subprocess.Popen(cmd, env=env, cwd="/", stderr=subprocess.DEVNULL)
             current[:] = [proc]
+            pidfile.write_text(f"{proc.pid}\n")
             codes.append(proc.wait())
             stop.wait(0.5)
 
@@ -46,6 +52,34 @@ def supervised(cmd: list[str], env: dict[str, str]) -> Iterator[list[int]]:
         for proc in current:
             proc.terminate()
         thread.join(20)
+
+
+@contextmanager
+def switch_unit(
+    home: Path, prefix: Path, env: dict[str, str], pidfile: Path
+) -> Iterator[list[subprocess.CompletedProcess[str]]]:
+    """sohoa-release-switch.path and .service: ``release apply`` (the installed release's
+    code) whenever ``install.json`` or ``pending`` exists and it is not running; its runs."""
+    stop, runs = threading.Event(), []
+    cmd = [str(prefix / "bin" / "sohoa-launch"), "release", "apply", "--prefix", str(prefix)]
+    cmd += ["--restart-pidfile", str(pidfile)]
+
+    def loop() -> None:
+        while not stop.wait(0.2):
+            if (home / "release" / "install.json").exists() or (prefix / "pending").exists():
+                runs.append(
+                    subprocess.run(
+                        cmd, env=env, cwd="/", capture_output=True, text=True, timeout=300
+                    )
+                )
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield runs
+    finally:
+        stop.set()
+        thread.join(300)
 
 
 def sohoa(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,12 +101,27 @@ def release_status(prefix: Path) -> dict[str, object]:
     return doc
 
 
+def offer(site: Site, version: str, folder: Path) -> None:
+    to = ("--to", site.device.device.id, "--bundles", str(folder))
+    offered = sohoa(site.warehouse_toml, "release", "offer", version, *to)
+    assert offered.returncode == 0, offered.stderr
+
+
+def rollout(site: Site, version: str, folder: Path) -> dict[str, int]:
+    proc = sohoa(
+        site.warehouse_toml, "release", "rollout", version, "--bundles", str(folder), "--json"
+    )
+    doc: dict[str, int] = json.loads(proc.stdout)["by_status"]
+    return doc
+
+
 def test_offered_release_downloads_over_a_cut_link_switches_and_keeps_syncing(
     site: Site, release_bundles: Bundles, tmp_path: Path
 ) -> None:
     prefix, folder = tmp_path / "opt", tmp_path / "province-releases"
     folder.mkdir()
-    (folder / f"sohoa-{NEXT}.bundle").hardlink_to(release_bundles.of(NEXT))
+    for version in (NEXT, BROKEN):
+        (folder / f"sohoa-{version}.bundle").hardlink_to(release_bundles.of(version))
     proxy = FaultProxy((site.broker.host, site.broker.port), cut_every_s=3.0).start()
     device_toml = write_toml(
         tmp_path / "device-release.toml",
@@ -82,7 +131,11 @@ def test_offered_release_downloads_over_a_cut_link_switches_and_keeps_syncing(
         sync={"receipt_timeout_s": 5.0, "health_interval_s": 5},
         spool={"reserve_mb": 0},
         ui={"listen": ""},
-        release={"prefix": str(prefix), "public_key": str(release_bundles.pub)},
+        release={
+            "prefix": str(prefix),
+            "public_key": str(release_bundles.pub),
+            "health_deadline_s": DEADLINE_S,
+        },
     )
     installed = sohoa(
         device_toml,
@@ -96,6 +149,7 @@ def test_offered_release_downloads_over_a_cut_link_switches_and_keeps_syncing(
     assert installed.returncode == 0, installed.stderr
     before = spool_documents(site.device, 5, prefix="before")
     env = {**os.environ, "SOHOA_CONFIG": str(device_toml)}
+    pidfile = tmp_path / "sync.pid"
     serve = subprocess.Popen(
         [*SOHOA, "release", "serve", "--bundles", str(folder)],
         env={**os.environ, "SOHOA_CONFIG": str(site.warehouse_toml)},
@@ -104,35 +158,27 @@ def test_offered_release_downloads_over_a_cut_link_switches_and_keeps_syncing(
     try:
         with (
             warehouse_workers(site.warehouse, 1),
-            supervised([str(prefix / "bin" / "sohoa-launch"), "sync"], env),
+            supervised([str(prefix / "bin" / "sohoa-launch"), "sync"], env, pidfile),
+            switch_unit(site.device.home, prefix, env, pidfile) as applied,
         ):
             wait_until(lambda: pending_count(site.device) == 0, 60, "the first documents stored")
-            offered = sohoa(
-                site.warehouse_toml,
-                "release",
-                "offer",
-                NEXT,
-                "--to",
-                site.device.device.id,
-                "--bundles",
-                str(folder),
-            )
-            assert offered.returncode == 0, offered.stderr
+            offer(site, NEXT, folder)
             wait_until(lambda: release_status(prefix)["current"] == NEXT, 80, f"switched to {NEXT}")
             after = spool_documents(site.device, 5, prefix="after")
             wait_until(lambda: pending_count(site.device) == 0, 60, "the later documents stored")
-            rollout = lambda: json.loads(  # noqa: E731
-                sohoa(
-                    site.warehouse_toml,
-                    "release",
-                    "rollout",
-                    NEXT,
-                    "--bundles",
-                    str(folder),
-                    "--json",
-                ).stdout
+            wait_until(lambda: rollout(site, NEXT, folder)["healthy"] == 1, 30, "healthy reported")
+
+            # a release that fails to start, over the same link: the device goes back by
+            # itself, says so to the province, and keeps syncing on the release before
+            offer(site, BROKEN, folder)
+            wait_until(
+                lambda: rollout(site, BROKEN, folder)["rolled_back"] == 1,
+                DEADLINE_S + 90,
+                f"{BROKEN} rolled back and reported",
             )
-            wait_until(lambda: rollout()["by_status"]["healthy"] == 1, 30, "healthy reported")
+            assert release_status(prefix)["current"] == NEXT
+            last = spool_documents(site.device, 3, prefix="last")
+            wait_until(lambda: pending_count(site.device) == 0, 60, "the last documents stored")
 
     finally:
         serve.terminate()
@@ -140,6 +186,9 @@ def test_offered_release_downloads_over_a_cut_link_switches_and_keeps_syncing(
         proxy.stop()
     assert proxy.cuts >= 2  # the link really was cut during the download
     reports = {r["version"]: r["status"] for r in release_status(prefix)["reports"]}  # type: ignore[attr-defined]
-    assert reports == {GOOD: "installed", NEXT: "healthy"}
-    expected = {(site.device.device.id, s.doc_id): s.pdf_sha256 for s in before + after}
+    assert reports == {GOOD: "installed", NEXT: "healthy", BROKEN: "rolled_back"}
+    outcomes = [run.stdout.strip() or run.stderr.strip() for run in applied]
+    assert any(f"release {NEXT} is healthy" in line for line in outcomes), outcomes
+    assert any(f"release {BROKEN} rolled back to {NEXT}" in line for line in outcomes), outcomes
+    expected = {(site.device.device.id, s.doc_id): s.pdf_sha256 for s in before + after + last}
     assert_stored_exactly_once(site, expected)

@@ -44,7 +44,7 @@ def launch_background(prefix: Path, config: Path, *args: str) -> subprocess.Pope
 
 
 def install(
-    bundles: Bundles, prefix: Path, version: str, *extra: str
+    bundles: Bundles, prefix: Path, version: str, *extra: str, config: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return sohoa(
         "release",
@@ -56,6 +56,7 @@ def install(
         str(bundles.pub),
         "--no-restart",
         *extra,
+        config=config,
     )
 
 
@@ -77,8 +78,8 @@ def test_release_that_fails_to_start_is_rolled_back_and_reported(
 ) -> None:
     prefix = tmp_path / "opt"
     config = device_config(site, prefix)
-    assert install(release_bundles, prefix, GOOD).returncode == 0
-    proc = install(release_bundles, prefix, BROKEN, "--no-wait", "--deadline", "3")
+    assert install(release_bundles, prefix, GOOD, config=config).returncode == 0
+    proc = install(release_bundles, prefix, BROKEN, "--no-wait", "--deadline", "3", config=config)
     assert proc.returncode == 0, proc.stderr
     crashed = launch(prefix, config, "sync", "--once", "--timeout", "10")
     assert crashed.returncode != 0
@@ -96,7 +97,7 @@ def test_release_that_fails_to_start_is_rolled_back_and_reported(
     assert (BROKEN, "rolled_back", "no health within the deadline") in reports
 
     # offered again, the unpacked release is reused; install itself waits and switches back
-    proc = install(release_bundles, prefix, BROKEN, "--deadline", "1")
+    proc = install(release_bundles, prefix, BROKEN, "--deadline", "1", config=config)
     assert proc.returncode == 9
     assert proc.stderr.strip().splitlines() == [
         f"error: release {BROKEN} rolled back to {GOOD}: no health within the deadline — read"

@@ -26,7 +26,7 @@ from agent.config import Config
 from agent.enrol_online import renew_if_due
 from agent.health import health_payload, now_iso
 from agent.release_device import make_fetcher
-from agent.release_install import mark_healthy
+from agent.release_install import Layout, mark_healthy
 from agent.wiring import broker_config, open_spool, reconnect_delays
 from sync import __version__
 from sync.errors import BrokerError, IncompleteError, SohoaError
@@ -181,7 +181,8 @@ class _SyncRun:
     def note_release_health(self) -> None:
         """Spool opened and migrated, broker reached: a release on trial passed it."""
         try:
-            if mark_healthy(self.cfg.release.prefix, __version__):
+            layout = Layout.of(self.cfg.home, self.cfg.release.prefix)
+            if mark_healthy(layout, __version__):
                 log.info("release healthy version=%s", __version__)
         except OSError as exc:
             log.warning("release health not recorded reason=%s", exc.strerror)

@@ -28,6 +28,9 @@ STOP_S = 10.0
 # systemd's PATH for system services (merged /usr)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
 INSTALLED_SOHOA = "/opt/sohoa/venv/bin/sohoa"
+# a device's units run the A/B launcher (tests/test_release_*.py run it): here it
+# stands for the checkout's sohoa as well
+INSTALLED_LAUNCHER = "/opt/sohoa/bin/sohoa-launch"
 INSTALLED_HOME = "/var/lib/sohoa"
 # exits systemd counts as clean for a service that is not Type=oneshot
 CLEAN_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE})
@@ -61,7 +64,9 @@ NEEDS_SYSTEMD = {
         "ProtectKernelTunables ProtectKernelModules ProtectKernelLogs ProtectControlGroups"
         " ProtectHostname"
     ),
-    "the manager itself (restart policy, clean-up)": _names("Restart RestartSec RemoveIPC"),
+    "the manager itself (restart policy, clean-up, the privileged '+' start step)": _names(
+        "Restart RestartSec RemoveIPC ExecStartPre"
+    ),
 }
 
 
@@ -177,10 +182,10 @@ def _success(unit: UnitFile) -> frozenset[int]:
 
 
 def exec_spec(unit: UnitFile, *, sohoa: Path, config: Path, home: Path) -> ExecSpec:
-    """The unit's process, with ExecStart's installed venv → ``sohoa``, SOHOA_CONFIG →
+    """The unit's process, with ExecStart's installed venv or launcher → ``sohoa``, SOHOA_CONFIG →
     ``config`` and the installed home in ReadWritePaths → ``home``."""
     argv = shlex.split(unit.value("ExecStart"))
-    assert argv[0] == INSTALLED_SOHOA, f"{unit.name}: ExecStart {argv[0]} (prefixes unsupported)"
+    assert argv[0] in (INSTALLED_SOHOA, INSTALLED_LAUNCHER), f"{unit.name}: ExecStart {argv[0]}"
     env = dict(w.partition("=")[::2] for w in unit.words("Environment"))
     assert "SOHOA_CONFIG" in env, f"{unit.name}: no Environment=SOHOA_CONFIG"
     env["SOHOA_CONFIG"] = str(config)
