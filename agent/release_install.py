@@ -324,7 +324,10 @@ def _open_plain(path: Path) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise InstallError(f"{path} is not a plain file", "remove it; the device fetches again")
+        raise InstallError(
+            f"{path} is not a plain file",
+            "nothing installed; the sync service asks again once it restarts",
+        )
     return fd
 
 
@@ -341,7 +344,7 @@ def take_request(home: Path, prefix: Path) -> Request | None:
             path.unlink(missing_ok=True)
         raise InstallError(
             f"the install request {path} is not a plain file",
-            "nothing installed; the device asks again with its next download",
+            "nothing installed; the sync service asks again once it restarts",
         ) from None
     try:
         with os.fdopen(fd, "rb") as f:
@@ -358,13 +361,21 @@ def take_request(home: Path, prefix: Path) -> Request | None:
     if not isinstance(name, str) or not BUNDLE_NAME.fullmatch(name):
         raise InstallError(
             f"the install request {path} names no bundle (sohoa-<version>.bundle)",
-            "nothing installed; the device asks again with its next download",
+            "nothing installed; the sync service asks again once it restarts",
         )
     incoming = prefix / "incoming"
     shutil.rmtree(incoming, ignore_errors=True)
     incoming.mkdir(parents=True, mode=0o700)
     copy = incoming / name
-    with os.fdopen(_open_plain(home / "release" / name), "rb") as src, copy.open("wb") as dst:
+    try:
+        fd = _open_plain(home / "release" / name)
+    except OSError as exc:
+        raise InstallError(
+            f"the requested bundle {home / 'release' / name} cannot be read"
+            f" ({exc.strerror or 'not a plain file'})",
+            "nothing installed; the sync service asks again once it restarts",
+        ) from None
+    with os.fdopen(fd, "rb") as src, copy.open("wb") as dst:
         copied = 0
         while chunk := src.read(1 << 20):
             copied += len(chunk)

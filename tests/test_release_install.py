@@ -161,3 +161,75 @@ def test_build_names_its_target_platforms_and_refuses_others() -> None:
     proc = sohoa("release", "build", "--out", "/nonexistent", "--platform", "sparc")
     assert proc.returncode == 2
     assert "invalid choice: 'sparc'" in proc.stderr
+
+
+def test_a_trial_left_by_a_power_cut_is_waited_out_by_apply_and_switched_back(
+    site: Site, release_bundles: Bundles, tmp_path: Path
+) -> None:
+    """sohoa-release-switch.path starts ``apply`` at boot while ``pending`` exists: with
+    no request it waits for the release on trial and, with no health, switches back."""
+    prefix = tmp_path / "opt"
+    config = device_config(site, prefix)
+    assert install(release_bundles, prefix, GOOD, config=config).returncode == 0
+    proc = install(release_bundles, prefix, NEXT, "--no-wait", "--deadline", "2", config=config)
+    assert proc.returncode == 0, proc.stderr
+    assert (prefix / "pending").exists()  # the power went while the trial ran
+    applied = sohoa(
+        "release",
+        "apply",
+        "--prefix",
+        str(prefix),
+        "--restart-pidfile",
+        "/nonexistent",
+        config=config,
+    )
+    assert applied.returncode == 9
+    assert applied.stderr.startswith(
+        f"error: release {NEXT} rolled back to {GOOD}: no health within the deadline"
+    )
+    assert (prefix / "current").readlink() == Path("releases") / GOOD
+    assert not (prefix / "pending").exists()
+    again = sohoa("release", "apply", "--prefix", str(prefix), config=config)
+    assert (again.returncode, again.stdout) == (0, "nothing to install and no release on trial\n")
+
+
+def _request(home: Path, text: str) -> Path:
+    path = home / "release" / "install.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["not-json", "path-in-name", "bundle-is-a-link", "request-is-a-link", "no-such-bundle"],
+)
+def test_a_hostile_install_request_installs_nothing_and_is_taken_away(
+    case: str, tmp_path: Path
+) -> None:
+    """The request and the bundle are in the service user's folder; apply runs as root."""
+    home, prefix = tmp_path / "home", tmp_path / "opt"
+    secret = tmp_path / "root-only"
+    secret.write_text("not for the sohoa user\n")
+    name = "sohoa-0.9.2.bundle"
+    text = json.dumps({"bundle": name})
+    if case == "not-json":
+        text = "{"
+    elif case == "path-in-name":
+        text = json.dumps({"bundle": f"../../{secret.name}"})
+    request = _request(home, text)
+    if case == "bundle-is-a-link":
+        (home / "release" / name).symlink_to(secret)
+    elif case == "request-is-a-link":
+        request.unlink()
+        request.symlink_to(secret)
+    config = tmp_path / "device.toml"
+    config.write_text(f'home = "{home}"\n[release]\nprefix = "{prefix}"\n')
+    proc = sohoa("release", "apply", "--prefix", str(prefix), config=config)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "internal error" not in proc.stderr and "not for the sohoa user" not in proc.stderr
+    assert "nothing installed" in proc.stderr
+    assert not request.exists() and not request.is_symlink()  # else the path unit loops
+    assert not (prefix / "current").exists()
+    assert secret.read_text() == "not for the sohoa user\n"
