@@ -133,7 +133,6 @@ def _layout(args: argparse.Namespace, cfg: Config) -> ab.Layout:
 
 
 def install_bundle(
-    cfg: Config,
     layout: ab.Layout,
     bundle_file: Path,
     pub: Path,
@@ -208,7 +207,6 @@ def _install(args: argparse.Namespace, cfg: Config) -> int:
     units = () if args.no_restart else tuple(args.unit or DEFAULT_UNITS)
     pidfile = Path(args.restart_pidfile) if args.restart_pidfile else None
     return install_bundle(
-        cfg,
         _layout(args, cfg),
         Path(args.file),
         Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key),
@@ -229,7 +227,6 @@ def _apply(args: argparse.Namespace, cfg: Config) -> int:
     if request is not None:
         try:
             return install_bundle(
-                cfg,
                 layout,
                 request.bundle,
                 Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key),
