@@ -90,6 +90,38 @@ def _signing_token(cfg: Config) -> str:
     return token_state(cfg.sign.module, cfg.sign.token) + f", key {cfg.sign.key!r}"
 
 
+REQUEST_STALE_S = 600
+
+
+def _release(cfg: Config) -> str:
+    """The A/B prefix: the current release, a trial, a request the switch unit left."""
+    import time
+
+    from agent import release_install as ab
+
+    prefix = cfg.release.prefix
+    current = ab.installed_version(prefix)
+    if current is None:
+        raise SohoaError(
+            f"no current release in {prefix}", "run install.sh --device (it lays out releases)"
+        )
+    request = cfg.home / "release" / ab.REQUEST
+    if request.exists() and time.time() - request.stat().st_mtime > REQUEST_STALE_S:
+        raise SohoaError(
+            f"a downloaded release has waited over {REQUEST_STALE_S // 60} min for the switch unit",
+            "systemctl enable --now sohoa-release-switch.path (or: sudo sohoa release apply)",
+        )
+    line = f"{current} current in {prefix}"
+    trial = ab.read_trial(prefix)
+    if trial is not None:
+        line += f"; {trial.version} on trial (goes back to {trial.previous} without health)"
+    reports = [ab.read_report(prefix, p.stem) or {} for p in (prefix / "reports").glob("*.json")]
+    last = max(reports, key=lambda d: str(d.get("at", "")), default=None)
+    if last and last.get("status") in ("rolled_back", "refused"):
+        line += f"; last: {last.get('version')} {last.get('status')} ({last.get('reason')})"
+    return line
+
+
 def run_checks(cfg: Config) -> Iterator[Check]:
     """Each check in turn: (passed, one line naming what was found or what to do)."""
     yield (
@@ -103,6 +135,8 @@ def run_checks(cfg: Config) -> Iterator[Check]:
     ]
     if cfg.broker.tls:
         checks.append(("broker certificate", certificate_check))
+    if (cfg.release.prefix / "current").is_symlink() or cfg.path(cfg.release.public_key).exists():
+        checks.append(("release", _release))
     checks += [("broker", _broker), ("scanner", _scanner)]
     if cfg.sign.module:
         checks.append(("signing token", _signing_token))

@@ -95,6 +95,11 @@ def test_release_that_fails_to_start_is_rolled_back_and_reported(
     assert (doc["current"], doc["trial"]) == (GOOD, None)
     reports = [(r["version"], r["status"], r["reason"]) for r in doc["reports"]]  # type: ignore[attr-defined]
     assert (BROKEN, "rolled_back", "no health within the deadline") in reports
+    doctor = sohoa("doctor", config=config).stdout
+    assert (
+        f"release: {GOOD} current in {prefix}; last: {BROKEN} rolled_back"
+        " (no health within the deadline)"
+    ) in doctor, doctor
 
     # offered again, the unpacked release is reused; install itself waits and switches back
     proc = install(release_bundles, prefix, BROKEN, "--deadline", "1", config=config)
