@@ -19,6 +19,7 @@ from agent.config import CaptureConfig
 from agent.errors import PageWorkError
 from device.barcodes import Barcode, ZbarReader
 from device.errors import ScannerError
+from device.pixels import Reduced
 from device.scanner import SaneScanner, ScannedPage, ScanSettings
 from sync.envelope.header import verify_header
 from sync.envelope.opening import open_envelope
@@ -254,10 +255,12 @@ class FailingReader:
     def __init__(self, reader: ZbarReader, fail_at: int) -> None:
         self.reader, self.fail_at = reader, fail_at
 
-    def read(self, image: Image.Image, index: int) -> tuple[Barcode, ...]:
+    def read(
+        self, image: Image.Image, index: int, *, small: Reduced | None = None
+    ) -> tuple[Barcode, ...]:
         if index == self.fail_at:
             raise RuntimeError("worker died")
-        return self.reader.read(image, index)
+        return self.reader.read(image, index, small=small)
 
 
 @pytest.mark.parametrize("workers", [1, 4])
