@@ -41,7 +41,7 @@ def _libtiff() -> Any | None:
     lib.TIFFWriteEncodedStrip.argtypes = [
         ctypes.c_void_p,
         ctypes.c_uint32,
-        ctypes.c_char_p,
+        ctypes.c_void_p,
         ctypes.c_ssize_t,
     ]
     lib.TIFFClose.argtypes = [ctypes.c_void_p]
@@ -49,14 +49,14 @@ def _libtiff() -> Any | None:
     return lib
 
 
-def encode_g4(rows: bytes, size: tuple[int, int]) -> bytes:
+def encode_g4(rows: bytes | bytearray, size: tuple[int, int]) -> bytes:
     """The G4 bytes of a page given as packed rows of bits (ink = 1, each row padded to a
     byte; coded BlackIsZero, one strip)."""
     data = _libtiff_g4(rows, size)
     return data if data is not None else _pillow_g4(Image.frombytes("1", size, rows))
 
 
-def _libtiff_g4(rows: bytes, size: tuple[int, int]) -> bytes | None:
+def _libtiff_g4(rows: bytes | bytearray, size: tuple[int, int]) -> bytes | None:
     lib = _libtiff()
     if lib is None:
         return None
@@ -82,7 +82,10 @@ def _libtiff_g4(rows: bytes, size: tuple[int, int]) -> bytes | None:
                 (ROWS_PER_STRIP, ctypes.c_uint32(height)),
             ):
                 lib.TIFFSetField(ctypes.c_void_p(tif), ctypes.c_uint32(tag), value)
-            if lib.TIFFWriteEncodedStrip(tif, 0, rows, len(rows)) < 0:
+            strip = (
+                rows if isinstance(rows, bytes) else (ctypes.c_char * len(rows)).from_buffer(rows)
+            )
+            if lib.TIFFWriteEncodedStrip(tif, 0, strip, len(rows)) < 0:
                 return None
             offsets, counts = ctypes.c_void_p(), ctypes.c_void_p()
             lib.TIFFGetField(

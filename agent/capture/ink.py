@@ -24,8 +24,8 @@ INK_MAX_DARKNESS = 160
 BACKGROUND_BLOCK = 32
 # paper levels (5th to 95th percentile of blocks) this close count as even: one threshold
 EVEN_PAPER_SPREAD = 24
-# rows of a page thresholded and packed at a time
-INK_BAND = 256
+# rows of a page thresholded and packed at a time (three bands of buffers per worker)
+INK_BAND = 128
 
 
 def ink_mask(image: Image.Image) -> Image.Image:
@@ -34,7 +34,7 @@ def ink_mask(image: Image.Image) -> Image.Image:
     return Image.frombytes("1", size, rows)
 
 
-def ink_rows(image: Image.Image, skew_deg: float = 0.0) -> tuple[bytes, tuple[int, int]]:
+def ink_rows(image: Image.Image, skew_deg: float = 0.0) -> tuple[bytearray, tuple[int, int]]:
     """Ink of a page as packed rows of bits (most significant first, ink = 1, each row
     padded to a byte) and the page's size: what CCITT G4 codes, ink as black runs.
     With ``skew_deg``, the ink of the page deskewed (as ``deskew`` turns it), band by
@@ -62,38 +62,50 @@ def ink_rows(image: Image.Image, skew_deg: float = 0.0) -> tuple[bytes, tuple[in
         counts = [0] * 256
         for level, count in enumerate(sample.histogram()):
             counts[max(0, paper - level)] += count
-        cut = _otsu(counts)
         # darker than the paper by more than the cut
-        return _packed(h, lambda top: bands.pixels(top) < paper - cut), (w, h)
+        limit = max(0, paper - _otsu(counts))
+        return bands.packed(lambda _top, pixels, ink: np.less(pixels, limit, out=ink)), (w, h)
     near = blocks.resize(quarter, Image.Resampling.BILINEAR)
     cut = _otsu(ImageChops.subtract(near, sample).histogram())
-    scale = quarter[1] / h
+    # darker than the paper under it by more than the cut: the paper level less the cut,
+    # laid under the rows as the whole page's nearest-pixel resize would lay it
+    limits = np.clip(grey_pixels(near).astype(np.int16) - cut, 0, 255).astype(np.uint8)
+    xs, ys = _nearest(w, quarter[0]), _nearest(h, quarter[1])
+    under = np.empty((min(h, INK_BAND), w), dtype=np.uint8)
 
-    def darker(top: int) -> Mask:
-        # the paper level of these rows, as the whole page's nearest-pixel resize has it
-        bottom = min(h, top + INK_BAND)
-        rows = (0, top * scale, quarter[0], bottom * scale)
-        under = near.resize((w, bottom - top), Image.Resampling.NEAREST, box=rows)
-        return grey_pixels(ImageChops.subtract(under, bands.image(top))) > cut
+    def darker(top: int, pixels: npt.NDArray[np.uint8], ink: Mask) -> None:
+        rows = np.take(limits, ys[top : top + len(pixels)], axis=0)
+        np.take(rows, xs, axis=1, out=under[: len(pixels)])
+        np.less(pixels, under[: len(pixels)], out=ink)
 
-    return _packed(h, darker), (w, h)
+    return bands.packed(darker), (w, h)
+
+
+def _nearest(size: int, smaller: int) -> npt.NDArray[np.intp]:
+    """For each of ``size`` pixels, the pixel of a ``smaller`` copy that Pillow's
+    nearest-pixel resize takes (its centre's)."""
+    centres = (np.arange(size) + 0.5) * (smaller / size)
+    index: npt.NDArray[np.intp] = np.minimum(centres, smaller - 1).astype(np.intp)
+    return index
 
 
 class _Bands:
-    """The page (deskewed by ``skew_deg``) INK_BAND rows at a time, read into one
-    buffer of a band that every band reuses."""
+    """The page (deskewed by ``skew_deg``) INK_BAND rows at a time, read into one band
+    buffer that every band reuses, thresholded into one reused mask: besides the page,
+    a page's ink costs three bands of memory and no allocation per band."""
 
     def __init__(self, grey: Image.Image, skew_deg: float) -> None:
-        self._grey, self._skew = grey, skew_deg
+        self._grey = grey
         w, h = grey.size
         self.height = h
         self._buffer = np.empty((min(h, INK_BAND), w), dtype=np.uint8)
+        self._mask = np.empty((min(h, INK_BAND), w), dtype=np.bool_)
         self._view = Image.frombuffer("L", (w, len(self._buffer)), self._buffer, "raw", "L", 0, 1)
         self._view.readonly = 0
         self._matrix = _rotation(grey.size, skew_deg) if skew_deg else None
 
-    def image(self, top: int) -> Image.Image:
-        """Rows ``top`` to ``top + INK_BAND`` (fewer at the bottom) as an "L" image."""
+    def pixels(self, top: int) -> npt.NDArray[np.uint8]:
+        """Rows ``top`` to ``top + INK_BAND`` (fewer at the bottom)."""
         rows = min(self.height, top + INK_BAND) - top
         if self._matrix is None:
             # pasted at a negative offset: only the band's rows are copied, no crop made
@@ -108,14 +120,20 @@ class _Bands:
                 fillcolor=255,
             )
             self._view.paste(band, (0, 0))
-        if rows == len(self._buffer):
-            return self._view
-        return self._view.crop((0, 0, self._grey.width, rows))
-
-    def pixels(self, top: int) -> npt.NDArray[np.uint8]:
-        rows = min(self.height, top + INK_BAND) - top
-        self.image(top)
         return self._buffer[:rows]
+
+    def packed(self, ink: Callable[[int, npt.NDArray[np.uint8], Mask], object]) -> bytearray:
+        """``ink(top, pixels, out)`` of each band of rows, packed into bits, straight into
+        the page's rows (one buffer, no parts joined)."""
+        w = self._grey.width
+        out = bytearray(self.height * ((w + 7) // 8))
+        rows = np.frombuffer(out, dtype=np.uint8).reshape(self.height, (w + 7) // 8)
+        for top in range(0, self.height, INK_BAND):
+            pixels = self.pixels(top)
+            mask = self._mask[: len(pixels)]
+            ink(top, pixels, mask)
+            rows[top : top + len(pixels)] = np.packbits(mask, axis=1)
+        return out
 
 
 def _rotation(size: tuple[int, int], skew_deg: float) -> tuple[float, ...]:
@@ -126,11 +144,6 @@ def _rotation(size: tuple[int, int], skew_deg: float) -> tuple[float, ...]:
     cos, sin = round(math.cos(angle), 15), round(math.sin(angle), 15)
     cx, cy = w / 2, h / 2
     return (cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy)
-
-
-def _packed(height: int, ink: Callable[[int], Mask]) -> bytes:
-    """``ink`` of each band of rows, packed: a few MB at a time, never a whole page more."""
-    return b"".join(np.packbits(ink(top), axis=1).tobytes() for top in range(0, height, INK_BAND))
 
 
 def grey_pixels(grey: Image.Image) -> npt.NDArray[np.uint8]:

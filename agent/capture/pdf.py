@@ -210,7 +210,7 @@ class PdfWriter:
         self._position += len(data)
 
 
-def _encode_g4(rows: bytes, size: tuple[int, int], dpi: int) -> EncodedPage:
+def _encode_g4(rows: bytes | bytearray, size: tuple[int, int], dpi: int) -> EncodedPage:
     """CCITT G4 by libtiff (``g4.py``); the page is one strip, whose bytes are the PDF
     stream as they are."""
     w, h = size
