@@ -16,6 +16,7 @@ from PIL import Image
 
 from agent.capture.codes import Signal, interpret
 from agent.capture.events import thumbnail_jpeg
+from agent.capture.pagememory import PageMemory
 from agent.capture.pages import PageCheck, deskew, planned_check, work_factor
 from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
 from agent.config import CaptureConfig
@@ -67,9 +68,13 @@ def work_page(
     capture: CaptureConfig,
     *,
     thumbnail: bool = False,
+    memory: PageMemory | None = None,
 ) -> PageWork:
-    """Barcodes, checks, deskew and encoding of page ``index`` of the batch."""
-    grey, small = shared_grey(page.image, page.dpi)
+    """Barcodes, checks, deskew and encoding of page ``index`` of the batch. With
+    ``memory`` (the worker's), a JPEG not yet decoded is decoded into it, and the page's
+    image is not to be used after this returns."""
+    image = memory.decode(page.image) if memory is not None else page.image
+    grey, small = shared_grey(image, page.dpi)
     barcodes = reader.read(grey, index, small=small)
     signals = tuple(interpret(b, capture.separator_text) for b in barcodes)
     try:

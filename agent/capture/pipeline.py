@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from pathlib import Path
 from agent.capture.certifier import Certifier
 from agent.capture.codes import Signal
 from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges
+from agent.capture.pagememory import PageMemory
 from agent.capture.pagework import PageWork, work_page
 from agent.capture.pdf import EncodedPage
 from agent.capture.results import CaptureResult, DocumentResult, signing_warnings
@@ -173,10 +175,17 @@ def _keep_page(
 def _page_worker(
     reader: BarcodeReader, capture: CaptureConfig, events: CaptureEvents
 ) -> Callable[[tuple[int, ScannedPage]], PageWork]:
+    memories = threading.local()  # each worker thread's PageMemory, for this batch
+
     def work(numbered: tuple[int, ScannedPage]) -> PageWork:
         index, page = numbered
+        memory = getattr(memories, "memory", None)
+        if memory is None:
+            memory = memories.memory = PageMemory()
         try:
-            return work_page(page, index, reader, capture, thumbnail=events.wants_thumbnails)
+            return work_page(
+                page, index, reader, capture, thumbnail=events.wants_thumbnails, memory=memory
+            )
         except FAILURES:
             raise
         except Exception as exc:  # a bug or a native library's failure: the batch stops
