@@ -26,6 +26,7 @@ IMAGE_WIDTH, IMAGE_LENGTH, BITS_PER_SAMPLE, COMPRESSION = 256, 257, 258, 259
 PHOTOMETRIC, FILL_ORDER, STRIP_OFFSETS, SAMPLES_PER_PIXEL = 262, 266, 273, 277
 ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG = 278, 279, 284
 COMPRESSION_CCITT_G4, PHOTOMETRIC_MIN_IS_BLACK = 4, 1
+WRITE_BUFFER = 64 * 1024
 
 
 @cache
@@ -46,6 +47,7 @@ def _libtiff() -> Any | None:
     ]
     lib.TIFFClose.argtypes = [ctypes.c_void_p]
     lib.TIFFWriteDirectory.argtypes = [ctypes.c_void_p]
+    lib.TIFFWriteBufferSetup.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_ssize_t]
     return lib
 
 
@@ -82,6 +84,9 @@ def _libtiff_g4(rows: bytes | bytearray, size: tuple[int, int]) -> bytes | None:
                 (ROWS_PER_STRIP, ctypes.c_uint32(height)),
             ):
                 lib.TIFFSetField(ctypes.c_void_p(tif), ctypes.c_uint32(tag), value)
+            # the coded bytes go out to the file WRITE_BUFFER at a time: libtiff's default
+            # buffer is the whole strip's raw size (1.1 MB a page for a few tens of KB)
+            lib.TIFFWriteBufferSetup(tif, None, WRITE_BUFFER)
             strip = (
                 rows if isinstance(rows, bytes) else (ctypes.c_char * len(rows)).from_buffer(rows)
             )

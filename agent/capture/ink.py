@@ -49,6 +49,26 @@ def ink_rows(image: Image.Image, skew_deg: float = 0.0) -> tuple[bytearray, tupl
     """
     grey = image if image.mode == "L" else flat_mode(image).convert("L")
     w, h = grey.size
+    limit = ink_limit(grey, skew_deg)
+    bands = _Bands(grey, skew_deg)
+    if isinstance(limit, int):
+        return bands.packed(lambda _top, pixels, ink: np.less(pixels, limit, out=ink)), (w, h)
+    # the quarter-size limits laid under the rows as a nearest-pixel resize would lay them
+    xs, ys = _nearest(w, limit.shape[1]), _nearest(h, limit.shape[0])
+    under = np.empty((min(h, INK_BAND), w), dtype=np.uint8)
+
+    def darker(top: int, pixels: npt.NDArray[np.uint8], ink: Mask) -> None:
+        rows = np.take(limit, ys[top : top + len(pixels)], axis=0)
+        np.take(rows, xs, axis=1, out=under[: len(pixels)])
+        np.less(pixels, under[: len(pixels)], out=ink)
+
+    return bands.packed(darker), (w, h)
+
+
+def ink_limit(grey: Image.Image, skew_deg: float = 0.0) -> int | npt.NDArray[np.uint8]:
+    """The grey level below which a pixel of the page (deskewed by ``skew_deg``) is ink:
+    one level for even paper, else one per pixel of a quarter-size copy of the page."""
+    w, h = grey.size
     # every 4th pixel each way: the histogram of a scan, at a sixteenth of the cost
     quarter = (max(1, w // 4), max(1, h // 4))
     sample = grey.resize(quarter, Image.Resampling.NEAREST)
@@ -56,29 +76,17 @@ def ink_rows(image: Image.Image, skew_deg: float = 0.0) -> tuple[bytearray, tupl
         sample = deskew(sample, skew_deg)
     blocks = max_filter(sample.reduce(BACKGROUND_BLOCK // 4), 5)
     levels = blocks.histogram()
-    bands = _Bands(grey, skew_deg)
     if _percentile(levels, 0.95) - _percentile(levels, 0.05) <= EVEN_PAPER_SPREAD:
         paper = _percentile(levels, 0.5)
         counts = [0] * 256
         for level, count in enumerate(sample.histogram()):
             counts[max(0, paper - level)] += count
         # darker than the paper by more than the cut
-        limit = max(0, paper - _otsu(counts))
-        return bands.packed(lambda _top, pixels, ink: np.less(pixels, limit, out=ink)), (w, h)
+        return max(0, paper - _otsu(counts))
     near = blocks.resize(quarter, Image.Resampling.BILINEAR)
     cut = _otsu(ImageChops.subtract(near, sample).histogram())
-    # darker than the paper under it by more than the cut: the paper level less the cut,
-    # laid under the rows as the whole page's nearest-pixel resize would lay it
-    limits = np.clip(grey_pixels(near).astype(np.int16) - cut, 0, 255).astype(np.uint8)
-    xs, ys = _nearest(w, quarter[0]), _nearest(h, quarter[1])
-    under = np.empty((min(h, INK_BAND), w), dtype=np.uint8)
-
-    def darker(top: int, pixels: npt.NDArray[np.uint8], ink: Mask) -> None:
-        rows = np.take(limits, ys[top : top + len(pixels)], axis=0)
-        np.take(rows, xs, axis=1, out=under[: len(pixels)])
-        np.less(pixels, under[: len(pixels)], out=ink)
-
-    return bands.packed(darker), (w, h)
+    # darker than the paper under it by more than the cut (a table: no wider copies)
+    return grey_pixels(near.point([max(0, level - cut) for level in range(256)]))
 
 
 def _nearest(size: int, smaller: int) -> npt.NDArray[np.intp]:

@@ -277,7 +277,8 @@ def trimmed_page(grey: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Ma
 
 
 def _paper_level(grey: npt.NDArray[np.uint8]) -> float:
-    counts = np.bincount(grey.ravel(), minlength=256)
+    # Pillow's histogram counts in C; numpy's bincount first widens every pixel to 8 bytes
+    counts = Image.fromarray(np.ascontiguousarray(grey)).histogram()
     cumulative = np.cumsum(counts)
     # the 80th percentile: paper on any page that is mostly paper
     return float(np.searchsorted(cumulative, 0.8 * cumulative[-1]))

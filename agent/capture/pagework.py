@@ -90,6 +90,7 @@ def work_page(
         thumb = thumbnail_jpeg(grey) if thumbnail else None
         line = exc.line().removeprefix("error: ")
         return PageWork(index, barcodes, signals, None, None, "", line, thumb)
+    del small  # the working copy is done with: only the page and its ink from here on
     encoded = encode(page, grey, check, capture.profile)
     thumb = page_thumbnail(grey, check) if thumbnail else None
     digest = hashlib.sha256(encoded.data).hexdigest()
