@@ -11,6 +11,8 @@ used as it is.
 
 from __future__ import annotations
 
+import threading
+
 from PIL import Image, ImageFile
 
 
@@ -35,3 +37,18 @@ class PageMemory:
         image.im = page.im
         image.load()
         return image
+
+
+class WorkerMemories:
+    """Each worker thread's ``PageMemory``, made on its first page (one pool of workers:
+    one batch)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def mine(self) -> PageMemory:
+        """The calling thread's memory."""
+        memory: PageMemory | None = getattr(self._local, "memory", None)
+        if memory is None:
+            memory = self._local.memory = PageMemory()
+        return memory
