@@ -42,11 +42,13 @@ class PageWork:
 
 def encode(page: ScannedPage, grey: Image.Image, check: PageCheck, profile: str) -> EncodedPage:
     """A colour JPEG from the scanner is wrapped as it is, unless deskew changed it; the
-    ``text`` profile codes the shared grey page, the others the page as scanned."""
+    ``text`` profile codes the shared grey page (a bilevel scan: its own bits), the others
+    the page as scanned."""
     skew = check.skew_deg if "deskewed" in check.flags else 0.0
     if page.jpeg is not None and profile == "color" and not skew:
         return wrap_jpeg(page.jpeg, page.dpi)
-    image = grey if profile == "text" else page.image
+    # a bilevel scan keeps its own bits; any other page's ink comes from the shared grey
+    image = grey if profile == "text" and page.image.mode != "1" else page.image
     return encode_page(image, page.dpi, profile, skew_deg=skew)
 
 
