@@ -26,6 +26,7 @@ from PIL import Image, ImageFilter
 
 from device.codefinder import Box, candidate_regions
 from device.errors import BarcodeError
+from device.pixels import Reduced
 
 # Short side of an A4 page at 150 dpi: the size of the fast pass.
 FAST_SHORT_SIDE = 1240
@@ -46,7 +47,11 @@ class Barcode:
 
 
 class BarcodeReader(Protocol):
-    def read(self, image: Image.Image, page: int) -> tuple[Barcode, ...]: ...
+    """``small``: the page already box-reduced (grey), for a reader that looks at it."""
+
+    def read(
+        self, image: Image.Image, page: int, *, small: Reduced | None = None
+    ) -> tuple[Barcode, ...]: ...
 
 
 def normalise_symbology(name: str) -> str:
@@ -212,9 +217,11 @@ class ZbarReader:
         """The fast pass alone (for benchmarks and previews): the page at ~150 dpi, coarse."""
         return self._collect(page, self._scan(self._zbar, shrink(to_grey(image))))
 
-    def read(self, image: Image.Image, page: int) -> tuple[Barcode, ...]:
+    def read(
+        self, image: Image.Image, page: int, *, small: Reduced | None = None
+    ) -> tuple[Barcode, ...]:
         grey = to_grey(image)
-        regions = candidate_regions(grey)
+        regions = candidate_regions(grey, small=small)
         results: list[tuple[str, str]] = []
         if regions:
             # the coarse pass, on the suspected places only: most of a page is text
@@ -222,17 +229,17 @@ class ZbarReader:
             smalls = [_reduced(grey.crop(box), factor) for box in regions]
             found = [
                 (kind, value, _shifted(_scaled(where, factor), box))
-                for box, small in zip(regions, smalls, strict=True)
-                for kind, value, where in self._locate(self._zbar, small)
+                for box, coarse in zip(regions, smalls, strict=True)
+                for kind, value, where in self._locate(self._zbar, coarse)
             ]
             results = [(kind, value) for kind, value, _ in found]
             if any(symbology in TWO_D for symbology, _ in results):
                 return self._collect(page, results)
             if found:
-                regions = candidate_regions(grey, [where for _, _, where in found])
+                regions = candidate_regions(grey, [where for _, _, where in found], small=small)
                 smalls = [_reduced(grey.crop(box), factor) for box in regions]
-            for box, small in zip(regions, smalls, strict=True):
-                results += self._read_region(grey.crop(box), small)
+            for box, coarse in zip(regions, smalls, strict=True):
+                results += self._read_region(grey.crop(box), coarse)
         if not results and self.thorough and self._fallback_whole_page and self._fallback:
             results = self._fallback(grey)
         return self._collect(page, results)
@@ -261,7 +268,9 @@ class NaiveZbarReader:
     def __init__(self) -> None:
         self._zbar = zbar.Scanner()
 
-    def read(self, image: Image.Image, page: int) -> tuple[Barcode, ...]:
+    def read(
+        self, image: Image.Image, page: int, *, small: Reduced | None = None
+    ) -> tuple[Barcode, ...]:
         symbols = self._zbar.scan(np.asarray(to_grey(image)))
         found = {(normalise_symbology(s.type), decode_text(s.data)): None for s in symbols}
         return tuple(Barcode(page, symbology, value) for symbology, value in found)

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image, ImageChops
+
+from device.pixels import Reduced, max_filter, reduced
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), in pixels
 
@@ -39,16 +41,24 @@ FINDER_PAPER_REACH = 1 / 13
 FINDER_EDGE = 1 / 42
 
 
-def candidate_regions(grey: Image.Image, decoded: Sequence[Box] = ()) -> list[Box]:
+def finder_factor(size: tuple[int, int]) -> int:
+    """How much the code finder reduces a page of this size (~75 dpi for A4)."""
+    return max(1, round(min(size) / FINDER_SHORT_SIDE))
+
+
+def candidate_regions(
+    grey: Image.Image, decoded: Sequence[Box] = (), *, small: Reduced | None = None
+) -> list[Box]:
     """Places on the page (boxes in its pixels) dense enough in ink to be a code
-    that none of the ``decoded`` boxes explains; none on most text pages.
+    that none of the ``decoded`` boxes explains; none on most text pages. ``small``:
+    the page already reduced (the checks' working copy), used when its factor fits.
 
     Bars and QR modules cover half of the area they span; text, even bold capitals,
     much less. The darkness of ~4 mm windows below the paper around them, relative to
     the page's ink-to-paper contrast, tells them apart at ~75 dpi in a few milliseconds.
     """
-    factor = max(1, round(min(grey.size) / FINDER_SHORT_SIDE))
-    tiny = grey.reduce(factor) if factor > 1 else grey
+    factor = finder_factor(grey.size)
+    tiny = reduced(grey, factor, small)
     cumulative = np.cumsum(tiny.histogram())
     paper = int(np.searchsorted(cumulative, 0.9 * cumulative[-1]))
     ink = int(np.searchsorted(cumulative, 0.01 * cumulative[-1]))
@@ -93,7 +103,7 @@ def _local_paper(tiny: Image.Image) -> Image.Image:
     block = max(1, round(min(tiny.size) / 78))
     blocks = tiny.reduce(block) if block > 1 else tiny
     reach = max(1, round(min(blocks.size) * FINDER_PAPER_REACH))
-    brightest = blocks.filter(ImageFilter.MaxFilter(2 * (reach // 2) + 1))
+    brightest = max_filter(blocks, 2 * (reach // 2) + 1)
     return brightest.resize(tiny.size, Image.Resampling.BILINEAR)
 
 

@@ -9,16 +9,19 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
+from agent.capture.pagememory import PageMemory
 from agent.capture.pipeline import CaptureResult, SealSettings, capture_batch
 from agent.capture.samples import blank_page, content_lines, make_page, receipt_page
 from agent.config import CaptureConfig
 from agent.errors import PageWorkError
 from device.barcodes import Barcode, ZbarReader
 from device.errors import ScannerError
+from device.pixels import Reduced
 from device.scanner import SaneScanner, ScannedPage, ScanSettings
 from sync.envelope.header import verify_header
 from sync.envelope.opening import open_envelope
@@ -254,10 +257,12 @@ class FailingReader:
     def __init__(self, reader: ZbarReader, fail_at: int) -> None:
         self.reader, self.fail_at = reader, fail_at
 
-    def read(self, image: Image.Image, index: int) -> tuple[Barcode, ...]:
+    def read(
+        self, image: Image.Image, index: int, *, small: Reduced | None = None
+    ) -> tuple[Barcode, ...]:
         if index == self.fail_at:
             raise RuntimeError("worker died")
-        return self.reader.read(image, index)
+        return self.reader.read(image, index, small=small)
 
 
 @pytest.mark.parametrize("workers", [1, 4])
@@ -274,3 +279,19 @@ def test_a_worker_failing_mid_batch_stops_it_cleanly_and_seals_nothing(
     assert spool.pending() == [] and list(spool.tmp_dir.iterdir()) == []
     # the spool takes the next batch as if nothing happened
     assert shape(run(Feeder([("text", 300)]), spool, keys, reader), spool, keys) == [(1, 1)]
+
+
+def test_a_workers_pages_are_decoded_into_its_own_memory_as_pillow_decodes_them() -> None:
+    memory = PageMemory()
+    decoded = []
+    for kind, seed in (("text", 1), ("faded", 2), ("phone", 3)):
+        data = make(kind, seed).jpeg
+        expected = np.asarray(Image.open(io.BytesIO(data)))
+        page = memory.decode(Image.open(io.BytesIO(data)))
+        assert np.array_equal(np.asarray(page), expected)
+        decoded.append(page.im)
+    # one page's memory, every page
+    assert all(core is decoded[0] for core in decoded)
+    # a page already decoded (a SANE frame) is left as it is
+    frame = Image.new("L", (40, 30), 200)
+    assert memory.decode(frame) is frame and frame.im is not decoded[0]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.capture.ink import ink_mask
 from agent.capture.orientation import estimate_orientation, turn_upright
 from agent.capture.pages import (
     PageCheck,
@@ -15,7 +16,6 @@ from agent.capture.pages import (
     deskew,
     estimate_skew,
     flat_mode,
-    ink_mask,
     prepare_page,
 )
 from agent.errors import exit_code_of

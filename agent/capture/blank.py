@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from PIL import Image, ImageChops
 
 # the cell: about 2 mm at the 75-dpi working copy
 CELL = 6
@@ -68,7 +68,8 @@ def inked_cells(grey: Grey) -> npt.NDArray[np.bool_]:
     if rows < 1 or cols < 1:
         return np.zeros((0, 0), dtype=np.bool_)
     grey = grey[: rows * CELL, : cols * CELL]
-    means = np.asarray(Image.fromarray(grey).reduce(CELL), dtype=np.int16)[:rows, :cols]
+    page = Image.fromarray(grey)
+    means = np.asarray(page.reduce(CELL), dtype=np.int16)[:rows, :cols]
     # the paper around a cell: the mean of its neighbourhood, ~6 mm across, which follows
     # slow light changes and shadows (a stroke is far darker than any mean around it)
     side = 2 * SURROUND + 1
@@ -79,10 +80,12 @@ def inked_cells(grey: Grey) -> npt.NDArray[np.bool_]:
     under = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).resize(
         (cols * CELL, rows * CELL), Image.Resampling.BILINEAR
     )
-    darkness = np.asarray(under, dtype=np.int16) - grey
+    # below the paper, clipped at 0 (a pixel brighter than the paper is no darker than it,
+    # and every cut is above 0): one byte a pixel
+    darkness = np.asarray(ImageChops.subtract(under, page), dtype=np.uint8)
     # the page's own noise and texture: the darkest pixel of a typical (paper) cell
     cut = max(MIN_CONTRAST, NOISE_FACTOR * float(np.median(_per_cell(darkness, np.maximum))))
-    dark = _per_cell((darkness > cut).astype(np.int16), np.add)
+    dark = _per_cell((darkness > cut).astype(np.uint8), np.add)
     # a stroke through a cell darkens several pixels, a speck of dust one or two
     inked = np.asarray(dark >= CELL_PIXELS)
     # the outer ring of cells is where a shadow or the page's edge begins, past the margin
@@ -91,7 +94,7 @@ def inked_cells(grey: Grey) -> npt.NDArray[np.bool_]:
     return inked
 
 
-def _per_cell(values: npt.NDArray[np.int16], combine: np.ufunc) -> npt.NDArray[np.int16]:
+def _per_cell(values: npt.NDArray[np.uint8], combine: np.ufunc) -> npt.NDArray[np.uint8]:
     """``combine`` (maximum, add) over each CELL x CELL block: strided slices, a few dozen
     whole-array operations instead of numpy's slow reduction over short inner axes."""
     across = values[:, 0::CELL].copy()

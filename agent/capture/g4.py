@@ -26,6 +26,7 @@ IMAGE_WIDTH, IMAGE_LENGTH, BITS_PER_SAMPLE, COMPRESSION = 256, 257, 258, 259
 PHOTOMETRIC, FILL_ORDER, STRIP_OFFSETS, SAMPLES_PER_PIXEL = 262, 266, 273, 277
 ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG = 278, 279, 284
 COMPRESSION_CCITT_G4, PHOTOMETRIC_MIN_IS_BLACK = 4, 1
+WRITE_BUFFER = 64 * 1024
 
 
 @cache
@@ -41,22 +42,23 @@ def _libtiff() -> Any | None:
     lib.TIFFWriteEncodedStrip.argtypes = [
         ctypes.c_void_p,
         ctypes.c_uint32,
-        ctypes.c_char_p,
+        ctypes.c_void_p,
         ctypes.c_ssize_t,
     ]
     lib.TIFFClose.argtypes = [ctypes.c_void_p]
     lib.TIFFWriteDirectory.argtypes = [ctypes.c_void_p]
+    lib.TIFFWriteBufferSetup.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_ssize_t]
     return lib
 
 
-def encode_g4(rows: bytes, size: tuple[int, int]) -> bytes:
+def encode_g4(rows: bytes | bytearray, size: tuple[int, int]) -> bytes:
     """The G4 bytes of a page given as packed rows of bits (ink = 1, each row padded to a
     byte; coded BlackIsZero, one strip)."""
     data = _libtiff_g4(rows, size)
     return data if data is not None else _pillow_g4(Image.frombytes("1", size, rows))
 
 
-def _libtiff_g4(rows: bytes, size: tuple[int, int]) -> bytes | None:
+def _libtiff_g4(rows: bytes | bytearray, size: tuple[int, int]) -> bytes | None:
     lib = _libtiff()
     if lib is None:
         return None
@@ -82,7 +84,13 @@ def _libtiff_g4(rows: bytes, size: tuple[int, int]) -> bytes | None:
                 (ROWS_PER_STRIP, ctypes.c_uint32(height)),
             ):
                 lib.TIFFSetField(ctypes.c_void_p(tif), ctypes.c_uint32(tag), value)
-            if lib.TIFFWriteEncodedStrip(tif, 0, rows, len(rows)) < 0:
+            # the coded bytes go out to the file WRITE_BUFFER at a time: libtiff's default
+            # buffer is the whole strip's raw size (1.1 MB a page for a few tens of KB)
+            lib.TIFFWriteBufferSetup(tif, None, WRITE_BUFFER)
+            strip = (
+                rows if isinstance(rows, bytes) else (ctypes.c_char * len(rows)).from_buffer(rows)
+            )
+            if lib.TIFFWriteEncodedStrip(tif, 0, strip, len(rows)) < 0:
                 return None
             offsets, counts = ctypes.c_void_p(), ctypes.c_void_p()
             lib.TIFFGetField(

@@ -2,7 +2,8 @@
 
 Pure functions over PIL images. The checks run on a small working copy (about
 75 dpi, box-averaged, which also melts scanner noise and dust specks); only
-``deskew`` touches the full-resolution page (orientation: ``orientation.py``).
+``deskew`` touches the full-resolution page (orientation: ``orientation.py``; the
+ink the ``text`` profile keeps, deskewed band by band: ``ink.py``).
 
 Angles: ``skew_deg`` is positive when the page content is turned
 counter-clockwise (text lines climb to the right); ``deskew`` turns it back
@@ -13,16 +14,15 @@ clockwise (0, 90, 180 or 270).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image
 
 from agent.capture.blank import blank_verdict
 from device.errors import InputError
+from device.pixels import Reduced, reduced
 
 WORK_DPI = 75
 # a border this wide is cut before measuring ink: scanner shadows, punched holes, page edges
@@ -40,14 +40,6 @@ MAX_SKEW_POINTS = 40_000
 # how far the best projection must stand over the mean of the coarse search: text scores
 # 2 to 3, a page of text beside a picture about 1.5, photographs and maps 1.1 to 1.4
 MIN_SKEW_CONFIDENCE = 1.4
-# ink_mask: darkness below the local paper level that counts as ink, whatever Otsu says
-INK_MIN_DARKNESS = 40
-INK_MAX_DARKNESS = 160
-BACKGROUND_BLOCK = 32
-# paper levels (5th to 95th percentile of blocks) this close count as even: one threshold
-EVEN_PAPER_SPREAD = 24
-# rows of a page thresholded and packed at a time
-INK_BAND = 256
 
 Mask = npt.NDArray[np.bool_]
 
@@ -68,14 +60,16 @@ def check_page(
     min_dpi: int = 200,
     blank_threshold: float = 0.002,
     skew_min_deg: float = 0.3,
+    small: Reduced | None = None,
 ) -> PageCheck:
     """Measure a page: blank or not (``blank.py``: on structure; a page with text is never
     blank, however faded, and a page the check is unsure of is flagged ``maybe_blank``
     and kept), ink ratio, skew and resolution. Never raises on content.
 
     ``blank_threshold`` can only keep more pages: a page with no mark of ink still is
-    not blank when this fraction of it or more is near dark pixels (a photograph)."""
-    inner, mask = trimmed_page(working_grey(image, dpi))
+    not blank when this fraction of it or more is near dark pixels (a photograph).
+    ``small``: the page's grey working copy, when it is already made."""
+    inner, mask = trimmed_page(working_grey(image, dpi, small=small))
     ink_ratio = float(near_ink(mask).mean()) if mask.size else 0.0
     verdict = blank_verdict(inner).verdict if inner.size else "blank"
     blank = verdict == "blank" and ink_ratio < blank_threshold
@@ -119,6 +113,31 @@ def prepare_page(
     smooth_deskew: bool = False,
 ) -> tuple[Image.Image, PageCheck]:
     """Refuse a low resolution, check the page, deskew it when it is visibly skewed."""
+    check = planned_check(
+        image,
+        dpi,
+        min_dpi=min_dpi,
+        blank_threshold=blank_threshold,
+        do_deskew=do_deskew,
+        skew_min_deg=skew_min_deg,
+    )
+    if "deskewed" in check.flags:
+        return deskew(image, check.skew_deg, smooth=smooth_deskew), check
+    return image, check
+
+
+def planned_check(
+    image: Image.Image,
+    dpi: int,
+    *,
+    min_dpi: int = 200,
+    blank_threshold: float = 0.002,
+    do_deskew: bool = True,
+    skew_min_deg: float = 0.3,
+    small: Reduced | None = None,
+) -> PageCheck:
+    """``prepare_page``'s check without turning the page: flagged ``deskewed`` when it
+    is to be turned by ``skew_deg`` (``deskew``, or ``ink_rows`` band by band)."""
     if dpi < min_dpi:
         raise InputError(
             f"độ phân giải {dpi} dpi thấp hơn mức tối thiểu {min_dpi} dpi"
@@ -126,18 +145,16 @@ def prepare_page(
             f"quét lại ở 300 dpi (rescan at 300 dpi; archival copies need at least {min_dpi} dpi)",
         )
     check = check_page(
-        image, dpi, min_dpi=min_dpi, blank_threshold=blank_threshold, skew_min_deg=skew_min_deg
+        image,
+        dpi,
+        min_dpi=min_dpi,
+        blank_threshold=blank_threshold,
+        skew_min_deg=skew_min_deg,
+        small=small,
     )
     if do_deskew and not check.blank and abs(check.skew_deg) >= skew_min_deg:
-        flags = (*check.flags, "deskewed")
-        return deskew(image, check.skew_deg, smooth=smooth_deskew), PageCheck(
-            blank=check.blank,
-            ink_ratio=check.ink_ratio,
-            skew_deg=check.skew_deg,
-            dpi=check.dpi,
-            flags=flags,
-        )
-    return image, check
+        return replace(check, flags=(*check.flags, "deskewed"))
+    return check
 
 
 def estimate_skew(image: Image.Image, dpi: int) -> float:
@@ -165,105 +182,6 @@ def flat_mode(image: Image.Image) -> Image.Image:
     return image.convert("L" if mode in ("1", "I", "F") else "RGB")
 
 
-def ink_mask(image: Image.Image) -> Image.Image:
-    """Ink of a page as a mode "1" image, ink = 1 (white in Pillow's view of "1")."""
-    rows, size = ink_rows(image)
-    return Image.frombytes("1", size, rows)
-
-
-def ink_rows(image: Image.Image) -> tuple[bytes, tuple[int, int]]:
-    """Ink of a page as packed rows of bits (most significant first, ink = 1, each row
-    padded to a byte) and the page's size: what CCITT G4 codes, ink as black runs.
-
-    Otsu on darkness below the paper level decides what is ink. The paper level
-    comes from ~2.7 mm blocks, each taking the brightest block nearby so that a
-    paragraph, a barcode or a shadow does not pull it down. Even paper (the usual
-    sheet-fed scan) gets one threshold for the page in a single pass; uneven paper
-    (shadow, stain, yellowed edge) a threshold per place. The bits are packed by
-    numpy: Pillow's packing of a "1" image costs more than the G4 coding itself.
-    """
-    grey = image if image.mode == "L" else flat_mode(image).convert("L")
-    w, h = grey.size
-    # every 4th pixel each way: the histogram of a scan, at a sixteenth of the cost
-    quarter = (max(1, w // 4), max(1, h // 4))
-    sample = grey.resize(quarter, Image.Resampling.NEAREST)
-    blocks = sample.reduce(BACKGROUND_BLOCK // 4).filter(ImageFilter.MaxFilter(5))
-    levels = blocks.histogram()
-    if _percentile(levels, 0.95) - _percentile(levels, 0.05) <= EVEN_PAPER_SPREAD:
-        paper = _percentile(levels, 0.5)
-        counts = [0] * 256
-        for level, count in enumerate(sample.histogram()):
-            counts[max(0, paper - level)] += count
-        cut = _otsu(counts)
-        # darker than the paper by more than the cut
-        return _packed(grey.size, lambda box: _band(grey, box) < paper - cut), (w, h)
-    near = blocks.resize(quarter, Image.Resampling.BILINEAR)
-    cut = _otsu(ImageChops.subtract(near, sample).histogram())
-    scale = quarter[1] / h
-
-    def darker(box: tuple[int, int, int, int]) -> Mask:
-        # the paper level of these rows, as the whole page's nearest-pixel resize has it
-        rows = (0, box[1] * scale, quarter[0], box[3] * scale)
-        under = near.resize((w, box[3] - box[1]), Image.Resampling.NEAREST, box=rows)
-        return grey_pixels(ImageChops.subtract(under, grey.crop(box))) > cut
-
-    return _packed(grey.size, darker), (w, h)
-
-
-def _band(grey: Image.Image, box: tuple[int, int, int, int]) -> npt.NDArray[np.uint8]:
-    return grey_pixels(grey.crop(box))
-
-
-def _packed(size: tuple[int, int], ink: Callable[[tuple[int, int, int, int]], Mask]) -> bytes:
-    """``ink`` of each band of rows, packed: a few MB at a time, never a whole page more."""
-    w, h = size
-    boxes = [(0, top, w, min(h, top + INK_BAND)) for top in range(0, h, INK_BAND)]
-    return b"".join(np.packbits(ink(box), axis=1).tobytes() for box in boxes)
-
-
-def grey_pixels(grey: Image.Image) -> npt.NDArray[np.uint8]:
-    """The pixels of an "L" image as a numpy array, copied in C (~1 ms a page): numpy's own
-    path goes through ``tobytes`` in 64 KB chunks, 8-20 ms for a 300-dpi page.
-
-    Pillow's ``frombuffer`` image shares the array's memory; it is marked read-only only
-    so that Pillow copies before writing, which is exactly what is not wanted here."""
-    w, h = grey.size
-    out = np.empty((h, w), dtype=np.uint8)
-    view = Image.frombuffer("L", (w, h), out, "raw", "L", 0, 1)
-    view.readonly = 0
-    view.paste(grey, (0, 0))
-    return out
-
-
-def _percentile(histogram: list[int], fraction: float) -> int:
-    goal = fraction * sum(histogram)
-    seen = 0
-    for level, count in enumerate(histogram):
-        seen += count
-        if seen >= goal:
-            return level
-    return len(histogram) - 1
-
-
-def _otsu(histogram: list[int]) -> int:
-    total = sum(histogram)
-    weighted = sum(level * count for level, count in enumerate(histogram))
-    below = below_weighted = 0.0
-    best, best_level = -1.0, INK_MIN_DARKNESS
-    for level, count in enumerate(histogram):
-        below += count
-        below_weighted += level * count
-        above = total - below
-        if below == 0 or above == 0:
-            continue
-        mean_below = below_weighted / below
-        mean_above = (weighted - below_weighted) / above
-        spread = below * above * (mean_below - mean_above) ** 2
-        if spread > best:
-            best, best_level = spread, level
-    return min(max(best_level, INK_MIN_DARKNESS), INK_MAX_DARKNESS)
-
-
 def _skew_of(mask: Mask) -> float:
     """Skew of the text lines in an ink mask, in degrees; 0.0 when no lines stand out."""
     angle, confidence = skew_search(mask)
@@ -289,44 +207,77 @@ def skew_search(mask: Mask) -> tuple[float, float]:
     x = (xs - mask.shape[1] / 2).astype(np.float32)
     size = int(mask.shape[0] + 2 * offset + 2)
 
-    def projection(angle: float) -> npt.NDArray[np.intp]:
-        shifted = y + x * np.float32(math.tan(math.radians(angle)))
-        return np.bincount(shifted.astype(np.int32), minlength=size)
-
-    def smooth_projection(angle: float) -> npt.NDArray[np.float64]:
-        # each point split between its two rows: sub-pixel shifts change the score smoothly
-        shifted = y + x * np.float32(math.tan(math.radians(angle)))
-        rows = shifted.astype(np.int32)
-        part = shifted - rows
-        low = np.bincount(rows, weights=1 - part, minlength=size + 1)
-        high = np.bincount(rows + 1, weights=part, minlength=size + 1)
-        return cast("npt.NDArray[np.float64]", low + high)  # weighted counts are floats
-
     coarse = np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 0.25, 0.5)
-    scores = np.array([_energy(projection(a)) for a in coarse])
+    scores = _energies(y, x, coarse, size, smooth=False)
     confidence = float(scores.max() / scores.mean())
     best: float = float(coarse[int(scores.argmax())])
     for span, step in ((0.5, 0.1), (0.1, 0.02)):
         angles = np.arange(best - span, best + span + step / 2, step)
-        fine = [_energy(smooth_projection(a)) for a in angles]
+        fine = _energies(y, x, angles, size, smooth=True)
         best = float(angles[int(np.argmax(fine))])
     return round(best, 2), confidence
+
+
+# angles whose projections are counted in one bincount (a few MB of points at most)
+ANGLES_AT_ONCE = 8
+
+
+def _energies(
+    y: npt.NDArray[np.float32],
+    x: npt.NDArray[np.float32],
+    angles: npt.NDArray[np.float64],
+    size: int,
+    *,
+    smooth: bool,
+) -> npt.NDArray[np.float64]:
+    """The energy of the projection of the points at each angle, ANGLES_AT_ONCE angles
+    in one bincount (each angle's rows offset past the last's): the same counts as one
+    bincount an angle, with a tenth of the calls. ``smooth``: each point split between
+    its two rows, so that sub-pixel shifts change the score smoothly."""
+    energies: list[float] = []
+    width = size + 1
+    for start in range(0, len(angles), ANGLES_AT_ONCE):
+        group = angles[start : start + ANGLES_AT_ONCE]
+        tans = np.array([math.tan(math.radians(a)) for a in group], dtype=np.float32)
+        shifted = y + x * tans[:, None]
+        rows = shifted.astype(np.int32)
+        rows += (np.arange(len(group), dtype=np.int32) * width)[:, None]
+        if not smooth:
+            counts = np.bincount(rows.ravel(), minlength=len(group) * width)
+            energies += [_energy(c) for c in counts.reshape(len(group), width)]
+            continue
+        part = shifted - (shifted.astype(np.int32))
+        low = np.bincount(rows.ravel(), weights=(1 - part).ravel(), minlength=len(group) * width)
+        high = np.bincount((rows + 1).ravel(), weights=part.ravel(), minlength=len(group) * width)
+        both = (low + high).reshape(len(group), width)
+        energies += [_energy(profile) for profile in both]
+    return np.array(energies)
 
 
 def _energy(profile: npt.NDArray[np.float64] | npt.NDArray[np.intp]) -> float:
     return float(np.dot(profile, profile))
 
 
-def working_grey(image: Image.Image, dpi: int, work_dpi: int = WORK_DPI) -> npt.NDArray[np.uint8]:
-    factor = max(1, round(dpi / work_dpi))
+def working_grey(
+    image: Image.Image, dpi: int, work_dpi: int = WORK_DPI, *, small: Reduced | None = None
+) -> npt.NDArray[np.uint8]:
+    """The page box-averaged to about ``work_dpi``, grey; ``small`` when it is that one."""
+    factor = work_factor(dpi, work_dpi)
+    if small is not None and small.factor == factor:
+        return np.asarray(small.image, dtype=np.uint8)
     if image.mode in ("1", "P"):
         image = image.convert("L")
     elif image.mode not in ("L", "RGB"):
         image = flat_mode(image)
-    small = image.reduce(factor) if factor > 1 else image
-    if small.mode != "L":
-        small = small.convert("L")
-    return np.asarray(small, dtype=np.uint8)
+    little = reduced(image, factor)
+    if little.mode != "L":
+        little = little.convert("L")
+    return np.asarray(little, dtype=np.uint8)
+
+
+def work_factor(dpi: int, work_dpi: int = WORK_DPI) -> int:
+    """How much the checks reduce a page of ``dpi`` for their working copy."""
+    return max(1, round(dpi / work_dpi))
 
 
 def content_mask(grey: npt.NDArray[np.uint8]) -> Mask:
@@ -348,7 +299,8 @@ def trimmed_page(grey: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Ma
 
 
 def _paper_level(grey: npt.NDArray[np.uint8]) -> float:
-    counts = np.bincount(grey.ravel(), minlength=256)
+    # Pillow's histogram counts in C; numpy's bincount first widens every pixel to 8 bytes
+    counts = Image.fromarray(np.ascontiguousarray(grey)).histogram()
     cumulative = np.cumsum(counts)
     # the 80th percentile: paper on any page that is mostly paper
     return float(np.searchsorted(cumulative, 0.8 * cumulative[-1]))
@@ -375,23 +327,24 @@ def _band_depth(profile: npt.NDArray[np.floating], limit: int) -> int:
 
 def _despeckle(ink: Mask) -> Mask:
     """Drop ink pixels with no ink among their 8 neighbours (dust, noise)."""
-    return ink & _neighbours(ink)
+    # an ink pixel counts itself in its 3 x 3 window: it needs one more
+    return ink & (_window_counts(ink) >= 2)
 
 
 def near_ink(ink: Mask) -> Mask:
     """Ink grown by one pixel: a thin text stroke weighs like its ~1 mm footprint on paper."""
-    return ink | _neighbours(ink)
+    return _window_counts(ink) > 0
 
 
-def _neighbours(ink: Mask) -> Mask:
-    padded = np.pad(ink, 1)
+def _window_counts(ink: Mask) -> npt.NDArray[np.uint8]:
+    """Ink pixels in the 3 x 3 window around each pixel, summed across then down."""
+    padded = np.pad(ink, 1).view(np.uint8)
     h, w = ink.shape
-    found = np.zeros_like(ink)
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            if dy != 1 or dx != 1:
-                found |= padded[dy : dy + h, dx : dx + w]
-    return found
+    across = padded[:, 0:w] + padded[:, 1 : w + 1]
+    across += padded[:, 2 : w + 2]
+    counts = across[0:h] + across[1 : h + 1]
+    counts += across[2 : h + 2]
+    return counts
 
 
 def _white(mode: str) -> int | tuple[int, int, int]:

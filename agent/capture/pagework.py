@@ -9,16 +9,20 @@ tens of KB) and a thumbnail when someone watches; the full image is let go here.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
-from typing import Any
+
+from PIL import Image
 
 from agent.capture.codes import Signal, interpret
 from agent.capture.events import thumbnail_jpeg
-from agent.capture.pages import PageCheck, prepare_page
+from agent.capture.pagememory import PageMemory
+from agent.capture.pages import PageCheck, deskew, planned_check, work_factor
 from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
 from agent.config import CaptureConfig
-from device.barcodes import Barcode, BarcodeReader
+from device.barcodes import Barcode, BarcodeReader, to_grey
 from device.errors import InputError
+from device.pixels import Reduced, reduced
 from device.scanner import ScannedPage
 
 
@@ -36,11 +40,27 @@ class PageWork:
     thumbnail: bytes | None
 
 
-def encode(page: ScannedPage, image: Any, check: PageCheck, profile: str) -> EncodedPage:
-    """A colour JPEG from the scanner is wrapped as it is, unless deskew changed it."""
-    if page.jpeg is not None and profile == "color" and "deskewed" not in check.flags:
+def encode(page: ScannedPage, grey: Image.Image, check: PageCheck, profile: str) -> EncodedPage:
+    """A colour JPEG from the scanner is wrapped as it is, unless deskew changed it; the
+    ``text`` profile codes the shared grey page (a bilevel scan: its own bits), the others
+    the page as scanned."""
+    skew = check.skew_deg if "deskewed" in check.flags else 0.0
+    if page.jpeg is not None and profile == "color" and not skew:
         return wrap_jpeg(page.jpeg, page.dpi)
-    return encode_page(image, page.dpi, profile)
+    # a bilevel scan keeps its own bits; any other page's ink comes from the shared grey
+    image = grey if profile == "text" and page.image.mode != "1" else page.image
+    return encode_page(image, page.dpi, profile, skew_deg=skew)
+
+
+def shared_grey(image: Image.Image, dpi: int) -> tuple[Image.Image, Reduced | None]:
+    """The page in grey, converted once for every step, and its working copy (~75 dpi,
+    reduced once for the code finder and the checks). A page of another mode (16-bit,
+    transparent) is grey for the barcodes only; the checks flatten it their own way."""
+    grey = to_grey(image)
+    if image.mode not in ("L", "RGB", "1"):
+        return grey, None
+    factor = work_factor(dpi)
+    return grey, Reduced(factor, reduced(grey, factor))
 
 
 def work_page(
@@ -50,23 +70,40 @@ def work_page(
     capture: CaptureConfig,
     *,
     thumbnail: bool = False,
+    memory: PageMemory | None = None,
 ) -> PageWork:
-    """Barcodes, checks, deskew and encoding of page ``index`` of the batch."""
-    barcodes = reader.read(page.image, index)
+    """Barcodes, checks, deskew and encoding of page ``index`` of the batch. With
+    ``memory`` (the worker's), a JPEG not yet decoded is decoded into it, and the page's
+    image is not to be used after this returns."""
+    image = memory.decode(page.image) if memory is not None else page.image
+    grey, small = shared_grey(image, page.dpi)
+    barcodes = reader.read(grey, index, small=small)
     signals = tuple(interpret(b, capture.separator_text) for b in barcodes)
     try:
-        image, check = prepare_page(
-            page.image,
+        check = planned_check(
+            grey if small is not None else page.image,
             page.dpi,
             min_dpi=capture.min_dpi,
             blank_threshold=capture.blank_threshold,
             do_deskew=capture.deskew,
+            small=small,
         )
     except InputError as exc:
-        thumb = thumbnail_jpeg(page.image) if thumbnail else None
+        thumb = thumbnail_jpeg(grey) if thumbnail else None
         line = exc.line().removeprefix("error: ")
         return PageWork(index, barcodes, signals, None, None, "", line, thumb)
-    encoded = encode(page, image, check, capture.profile)
-    thumb = thumbnail_jpeg(image) if thumbnail else None
+    del small  # the working copy is done with: only the page and its ink from here on
+    encoded = encode(page, grey, check, capture.profile)
+    thumb = page_thumbnail(grey, check) if thumbnail else None
     digest = hashlib.sha256(encoded.data).hexdigest()
     return PageWork(index, barcodes, signals, check, encoded, digest, None, thumb)
+
+
+def page_thumbnail(grey: Image.Image, check: PageCheck) -> bytes:
+    """The thumbnail of the page as archived: a deskewed page is turned at thumbnail size."""
+    if "deskewed" not in check.flags:
+        return thumbnail_jpeg(grey)
+    small = Image.open(io.BytesIO(thumbnail_jpeg(grey)))
+    out = io.BytesIO()
+    deskew(small, check.skew_deg, smooth=True).save(out, "JPEG", quality=70)
+    return out.getvalue()

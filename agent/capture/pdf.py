@@ -23,7 +23,8 @@ from typing import Protocol
 from PIL import Image, ImageCms
 
 from agent.capture.g4 import encode_g4
-from agent.capture.pages import flat_mode, ink_rows
+from agent.capture.ink import ink_rows
+from agent.capture.pages import deskew, flat_mode
 from device.errors import InputError
 
 PROFILES = ("text", "color", "lossless")
@@ -68,13 +69,18 @@ class PdfMetadata:
     creator_tool: str = "sohoa"  # xmp:CreatorTool, /Creator: what captured the pages
 
 
-def encode_page(image: Image.Image, dpi: int, profile: str) -> EncodedPage:
-    """Compress one page image for the PDF in the given profile."""
-    if profile == "text":
-        if image.mode == "1":  # already bilevel: only turn ink into 1 bits
-            ink = image.convert("L").point([255] + [0] * 255, "1")
-            return _encode_g4(ink.tobytes(), ink.size, dpi)
-        return _encode_g4(*ink_rows(image), dpi)
+def encode_page(
+    image: Image.Image, dpi: int, profile: str, *, skew_deg: float = 0.0
+) -> EncodedPage:
+    """Compress one page image for the PDF in the given profile, deskewed by ``skew_deg``
+    (``pages.deskew``; the ``text`` profile turns its ink band by band, with no copy)."""
+    if profile == "text" and image.mode != "1":
+        return _encode_g4(*ink_rows(image, skew_deg), dpi)
+    if skew_deg:
+        image = deskew(image, skew_deg)
+    if profile == "text":  # already bilevel: only turn ink into 1 bits
+        ink = image.convert("L").point([255] + [0] * 255, "1")
+        return _encode_g4(ink.tobytes(), ink.size, dpi)
     if profile == "color":
         return _encode_jpeg(flat_mode(image), dpi)
     if profile == "lossless":
@@ -204,7 +210,7 @@ class PdfWriter:
         self._position += len(data)
 
 
-def _encode_g4(rows: bytes, size: tuple[int, int], dpi: int) -> EncodedPage:
+def _encode_g4(rows: bytes | bytearray, size: tuple[int, int], dpi: int) -> EncodedPage:
     """CCITT G4 by libtiff (``g4.py``); the page is one strip, whose bytes are the PDF
     stream as they are."""
     w, h = size

@@ -1,11 +1,10 @@
 """One batch through the pipeline, as named steps:
 
 read page -> barcodes -> checks -> encode (``pagework.py``, on ``[capture] workers``
-threads, ``workers.py``) -> scratch, in page order -> split -> seal -> commit.
-
-Pages stream through a few at a time; only small facts about each page stay in
-memory until the batch is split. What happened to the scanner (present, last error,
-jams) is recorded in the spool for the sync service's health report.
+threads, ``workers.py``, each decoding into its own ``pagememory.py``) -> scratch, in
+page order -> split -> seal -> commit. Pages stream through a few at a time; only small
+facts about each page stay in memory until the batch is split. What happened to the
+scanner (present, last error, jams) is recorded in the spool for the health report.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from pathlib import Path
 from agent.capture.certifier import Certifier
 from agent.capture.codes import Signal
 from agent.capture.events import NO_EVENTS, CaptureEvents, page_badges
+from agent.capture.pagememory import WorkerMemories
 from agent.capture.pagework import PageWork, work_page
 from agent.capture.pdf import EncodedPage
 from agent.capture.results import CaptureResult, DocumentResult, signing_warnings
@@ -173,10 +173,13 @@ def _keep_page(
 def _page_worker(
     reader: BarcodeReader, capture: CaptureConfig, events: CaptureEvents
 ) -> Callable[[tuple[int, ScannedPage]], PageWork]:
+    memories = WorkerMemories()  # for this batch
+
     def work(numbered: tuple[int, ScannedPage]) -> PageWork:
         index, page = numbered
+        thumbnail, memory = events.wants_thumbnails, memories.mine()
         try:
-            return work_page(page, index, reader, capture, thumbnail=events.wants_thumbnails)
+            return work_page(page, index, reader, capture, thumbnail=thumbnail, memory=memory)
         except FAILURES:
             raise
         except Exception as exc:  # a bug or a native library's failure: the batch stops
