@@ -6,6 +6,8 @@ Run: .venv/bin/python -m tests.bench.bench_capture_workers [--pages N] [--rss-pa
 Pages: the harder generated counter corpus (``tests/support/counter_pages.py``:
 crooked feeds, phone photos, curled, faded, grime, small codes, true blank
 backs, as grey 300-dpi JPEGs) and the real scans of ``../shared/corpus/scans``.
+The generated pages are also run once as SANE delivers a page, grey pixels with
+no JPEG to decode (decoded before the clock starts; row "as SANE delivers").
 Each measurement is a child process capturing one batch of N pages through
 ``capture_batch`` into a real spool (barcodes, checks, PDF/A ``text``,
 sealing, commit) with ``drop_blank = true``; pages are handed over as the
@@ -62,6 +64,8 @@ def child(args: argparse.Namespace) -> None:
     kinds = json.loads((folder / "kinds.json").read_text())
     jpegs = [(folder / f"{n:03d}.jpg").read_bytes() for n in range(len(kinds))]
     scans = Path(args.scans) if args.scans else None
+    # --raw: decoded before the clock starts (a scanner on SANE delivers pixels, not JPEG)
+    decoded = [Image.open(io.BytesIO(d)).convert("L") for d in jpegs] if args.raw else []
 
     class Source:
         def __init__(self, count: int) -> None:
@@ -79,7 +83,10 @@ def child(args: argparse.Namespace) -> None:
                 return
             for n in range(self.count):
                 data = jpegs[n % len(jpegs)]
-                yield ScannedPage(n, Image.open(io.BytesIO(data)), 300, "bench", data)
+                if decoded:  # as SANE hands a page over: raw grey pixels, copied from its buffer
+                    yield ScannedPage(n, decoded[n % len(decoded)].copy(), 300, "bench")
+                else:
+                    yield ScannedPage(n, Image.open(io.BytesIO(data)), 300, "bench", data)
 
     options: dict[str, Any] = {"drop_blank": True, "min_dpi": 100}
     if "workers" in CaptureConfig.__dataclass_fields__:
@@ -131,10 +138,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(code: Path, folder: Path, workers: int, count: int, scans: Path | None) -> Any:
+def measure(
+    code: Path, folder: Path, workers: int, count: int, scans: Path | None, *, raw: bool = False
+) -> Any:
     cmd = [sys.executable, "-m", "tests.bench.bench_capture_workers", "--child", str(folder)]
     cmd += ["--workers", str(workers), "--count", str(count)]
     cmd += ["--scans", str(scans)] if scans else []
+    cmd += ["--raw"] if raw else []
     # the child imports agent/device/sync from ``code`` and the bench helpers from here
     env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{REPO}"}
     proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True, check=False)
@@ -176,6 +186,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--scans", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -195,13 +206,20 @@ def main() -> None:
             main_run = measure(base, folder, 1, args.pages, source)
             runs = {n: measure(REPO, folder, n, args.pages, source) for n in (1, 2, 4)}
             rows.append((corpus_name, main_run, runs, (load + os.getloadavg()[0]) / 2))
+        # the same pages as SANE delivers them, with no JPEG to decode
+        load = os.getloadavg()[0]
+        raw_main = measure(base, folder, 1, args.pages, None, raw=True)
+        raw_one = measure(REPO, folder, 1, args.pages, None, raw=True)
+        raw = (raw_main, raw_one, (load + os.getloadavg()[0]) / 2)
         rss = measure(REPO, folder, 4, args.rss_pages, None)
         # main's memory is flat after its first pages; 100 keep the run within 4 minutes
         rss_main = measure(base, folder, 1, min(args.rss_pages, MAIN_RSS_PAGES), None)
-    report(args, rows, rss, rss_main, time.time() - started)
+    report(args, rows, raw, rss, rss_main, time.time() - started)
 
 
-def report(args: argparse.Namespace, rows: Any, rss: Any, rss_main: Any, took: float) -> None:
+def report(
+    args: argparse.Namespace, rows: Any, raw: Any, rss: Any, rss_main: Any, took: float
+) -> None:
     print(
         f"command: .venv/bin/python -m tests.bench.bench_capture_workers --pages {args.pages}"
         f" --rss-pages {args.rss_pages}   ({os.cpu_count()} cores, {took:.0f} s)"
@@ -235,6 +253,12 @@ def report(args: argparse.Namespace, rows: Any, rss: Any, rss_main: Any, took: f
                 f"| true blank backs not found (of {one['backs']}) |"
                 f" {one['backs_missed']} | {main_run['backs_missed']} | target 0 |"
             )
+    raw_main, raw_one, raw_load = raw
+    print(
+        f"| generated, as SANE delivers (no JPEG decode): CPU per page, 1 worker"
+        f" (target ≤ {CPU_TARGET_MS:.0f} ms; load {raw_load:.1f}) | {raw_one['cpu_ms']:.1f} ms |"
+        f" {raw_main['cpu_ms']:.1f} ms | {raw_one['cpu_ms'] / raw_main['cpu_ms']:.2f} |"
+    )
     main_pages = min(args.rss_pages, MAIN_RSS_PAGES)
     print(
         f"| peak RSS over {args.rss_pages} pages (4 workers; main: 1, {main_pages} pages) |"
