@@ -125,6 +125,7 @@ def _wait(layout: ab.Layout, trial: ab.Trial, restart: Restart) -> str:
                 outcome = doc.get("status", "rolled_back")
         if outcome is not None:
             return outcome
+        # polled: the mark is a file another process writes, the units' state systemd's
         time.sleep(0.5)
 
 

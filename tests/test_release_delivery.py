@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,13 +29,32 @@ DEADLINE_S = 30
 
 
 @contextmanager
+def in_background(
+    loop: Callable[[threading.Event], None],
+    join_s: float,
+    on_stop: Callable[[], None] = lambda: None,
+) -> Iterator[None]:
+    """``loop(stop)`` on a thread until the block ends; then ``stop`` is set, ``on_stop``
+    runs (ending what the loop waits for) and the thread is joined."""
+    stop = threading.Event()
+    thread = threading.Thread(target=loop, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        on_stop()
+        thread.join(join_s)
+
+
+@contextmanager
 def supervised(cmd: list[str], env: dict[str, str], pidfile: Path) -> Iterator[list[int]]:
     """Run ``cmd`` again whenever it exits (systemd's Restart=always), its pid in
     ``pidfile`` (what stands in for ``systemctl restart``); the exit codes."""
-    stop, codes = threading.Event(), []
+    codes: list[int] = []
     current: list[subprocess.Popen[bytes]] = []
 
-    def loop() -> None:
+    def loop(stop: threading.Event) -> None:
         while not stop.is_set():
             proc = subprocess.Popen(cmd, env=env, cwd="/", stderr=subprocess.DEVNULL)
             current[:] = [proc]
@@ -43,15 +62,12 @@ def supervised(cmd: list[str], env: dict[str, str], pidfile: Path) -> Iterator[l
             codes.append(proc.wait())
             stop.wait(0.5)
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield codes
-    finally:
-        stop.set()
+    def end() -> None:
         for proc in current:
             proc.terminate()
-        thread.join(20)
+
+    with in_background(loop, 20, end):
+        yield codes
 
 
 @contextmanager
@@ -60,11 +76,11 @@ def switch_unit(
 ) -> Iterator[list[subprocess.CompletedProcess[str]]]:
     """sohoa-release-switch.path and .service: ``release apply`` (the installed release's
     code) whenever ``install.json`` or ``pending`` exists and it is not running; its runs."""
-    stop, runs = threading.Event(), []
+    runs: list[subprocess.CompletedProcess[str]] = []
     cmd = [str(prefix / "bin" / "sohoa-launch"), "release", "apply", "--prefix", str(prefix)]
     cmd += ["--restart-pidfile", str(pidfile)]
 
-    def loop() -> None:
+    def loop(stop: threading.Event) -> None:
         while not stop.wait(0.2):
             if (home / "release" / "install.json").exists() or (prefix / "pending").exists():
                 runs.append(
@@ -73,13 +89,8 @@ def switch_unit(
                     )
                 )
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
+    with in_background(loop, 300):
         yield runs
-    finally:
-        stop.set()
-        thread.join(300)
 
 
 def sohoa(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
