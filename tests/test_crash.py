@@ -61,6 +61,7 @@ def batch_folders(root: Path) -> list[Path]:
 class Child:
     proc: subprocess.Popen[str]
     kill_at: float | None  # monotonic time; None: let it finish
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -70,7 +71,10 @@ class Chaos:
     kills: dict[str, int] = field(default_factory=lambda: {"scan": 0, "sync": 0})
     captured: dict[str, str] = field(default_factory=dict)  # doc_id -> pdf_sha256
     scans_completed: int = 0
-    scan_s: float = 0.8  # one whole scan here, start-up included (``measure_scan``)
+    # one whole scan here, start-up included: measured first (``measure_scan``), then
+    # followed over the scans left to finish, which run beside a sync as the killed
+    # ones do (alone, a scan ran faster and the late windows fell before its batch began)
+    scan_s: float = 0.8
 
     def spawn(self, *args: str, out: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
         env = {**os.environ, "SOHOA_CONFIG": str(self.site.device_toml)}
@@ -130,6 +134,8 @@ class Chaos:
             if scan.kill_at is not None and now >= scan.kill_at:
                 self.kill(scan, "scan")
             if scan.proc.poll() is not None:
+                if scan.kill_at is None and scan.proc.returncode == 0:
+                    self.scan_s = (self.scan_s + time.monotonic() - scan.started) / 2
                 self.collect(scan)
                 if scan.proc.stdout:
                     scan.proc.stdout.close()
