@@ -44,9 +44,13 @@ if TYPE_CHECKING:
 DEFAULT_UNITS = ("sohoa-sync", "sohoa-agent")
 
 
+def _release_pub(args: argparse.Namespace, cfg: Config) -> Path:
+    """--release-pub, else the pinned ``[release] public_key``."""
+    return Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key)
+
+
 def _pinned(args: argparse.Namespace, cfg: Config) -> Bundle:
-    pub = Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key)
-    return open_bundle(Path(args.file), load_release_public(pub))
+    return open_bundle(Path(args.file), load_release_public(_release_pub(args, cfg)))
 
 
 def _keygen(args: argparse.Namespace, cfg: Config) -> int:
@@ -119,10 +123,10 @@ def _wait(layout: ab.Layout, trial: ab.Trial, restart: Restart) -> str:
     """The trial's outcome: healthy, or rolled back once its deadline passed."""
     while True:
         outcome = ab.settle(layout, time.time(), up=restart.up())
-        if outcome is None:
+        if outcome is None and ab.read_trial(layout.prefix) is None:
+            # the launcher settled it meanwhile
             doc = ab.read_report(layout.prefix, trial.version) or {}
-            if ab.read_trial(layout.prefix) is None:  # the launcher settled it meanwhile
-                outcome = doc.get("status", "rolled_back")
+            outcome = doc.get("status", "rolled_back")
         if outcome is not None:
             return outcome
         # polled: the mark is a file another process writes, the units' state systemd's
@@ -210,7 +214,7 @@ def _install(args: argparse.Namespace, cfg: Config) -> int:
     return install_bundle(
         _layout(args, cfg),
         Path(args.file),
-        Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key),
+        _release_pub(args, cfg),
         allow_downgrade=args.allow_downgrade,
         deadline=args.deadline or cfg.release.health_deadline_s,
         restart=Restart(units, pidfile),
@@ -230,7 +234,7 @@ def _apply(args: argparse.Namespace, cfg: Config) -> int:
             return install_bundle(
                 layout,
                 request.bundle,
-                Path(args.release_pub) if args.release_pub else cfg.path(cfg.release.public_key),
+                _release_pub(args, cfg),
                 allow_downgrade=request.allow_downgrade,
                 deadline=cfg.release.health_deadline_s,
                 restart=restart,
@@ -262,10 +266,7 @@ def _version_of(file: str) -> str:
 def _status(args: argparse.Namespace, cfg: Config) -> int:
     prefix = _layout(args, cfg).prefix
     trial = ab.read_trial(prefix)
-    reports = sorted(
-        (ab.read_report(prefix, p.stem) or {} for p in (prefix / "reports").glob("*.json")),
-        key=lambda d: str(d.get("at", "")),
-    )
+    reports = ab.read_reports(prefix)
     doc = {
         "prefix": str(prefix),
         "current": ab.installed_version(prefix),

@@ -115,8 +115,8 @@ def _release(cfg: Config) -> str:
     trial = ab.read_trial(prefix)
     if trial is not None:
         line += f"; {trial.version} on trial (goes back to {trial.previous} without health)"
-    reports = [ab.read_report(prefix, p.stem) or {} for p in (prefix / "reports").glob("*.json")]
-    last = max(reports, key=lambda d: str(d.get("at", "")), default=None)
+    reports = ab.read_reports(prefix)
+    last = reports[-1] if reports else None
     if last and last.get("status") in ("rolled_back", "refused"):
         line += f"; last: {last.get('version')} {last.get('status')} ({last.get('reason')})"
     return line

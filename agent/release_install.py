@@ -218,6 +218,12 @@ def read_report(prefix: Path, version: str) -> dict[str, str] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def read_reports(prefix: Path) -> list[dict[str, str]]:
+    """Every release's last report, oldest first."""
+    found = (read_report(prefix, p.stem) or {} for p in (prefix / "reports").glob("*.json"))
+    return sorted(found, key=lambda d: str(d.get("at", "")))
+
+
 def begin_trial(layout: Layout, version: str, deadline_s: float) -> Trial | None:
     """Switch to ``version`` with a trial to pass; None when there was no release before
     (a first install has nothing to go back to)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -102,25 +103,25 @@ def deskew(image: Image.Image, skew_deg: float, *, smooth: bool = False) -> Imag
     return image.rotate(-skew_deg, resample=resample, expand=False, fillcolor=_white(image.mode))
 
 
+class CheckOptions(TypedDict, total=False):
+    """``planned_check``'s settings, as ``prepare_page`` passes them on."""
+
+    min_dpi: int
+    blank_threshold: float
+    do_deskew: bool
+    skew_min_deg: float
+
+
 def prepare_page(
     image: Image.Image,
     dpi: int,
     *,
-    min_dpi: int = 200,
-    blank_threshold: float = 0.002,
-    do_deskew: bool = True,
-    skew_min_deg: float = 0.3,
     smooth_deskew: bool = False,
+    **options: Unpack[CheckOptions],
 ) -> tuple[Image.Image, PageCheck]:
-    """Refuse a low resolution, check the page, deskew it when it is visibly skewed."""
-    check = planned_check(
-        image,
-        dpi,
-        min_dpi=min_dpi,
-        blank_threshold=blank_threshold,
-        do_deskew=do_deskew,
-        skew_min_deg=skew_min_deg,
-    )
+    """Refuse a low resolution, check the page, deskew it when it is visibly skewed
+    (the whole page at once; capture turns it band by band, ``ink.ink_rows``)."""
+    check = planned_check(image, dpi, **options)
     if "deskewed" in check.flags:
         return deskew(image, check.skew_deg, smooth=smooth_deskew), check
     return image, check
