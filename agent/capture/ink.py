@@ -34,11 +34,14 @@ def ink_mask(image: Image.Image) -> Image.Image:
     return Image.frombytes("1", size, rows)
 
 
-def ink_rows(image: Image.Image, skew_deg: float = 0.0) -> tuple[bytearray, tuple[int, int]]:
+def ink_rows(
+    image: Image.Image, skew_deg: float = 0.0, *, pixels: npt.NDArray[np.uint8] | None = None
+) -> tuple[bytearray, tuple[int, int]]:
     """Ink of a page as packed rows of bits (most significant first, ink = 1, each row
     padded to a byte) and the page's size: what CCITT G4 codes, ink as black runs.
     With ``skew_deg``, the ink of the page deskewed (as ``deskew`` turns it), band by
-    band: no deskewed copy of the whole page is ever made.
+    band: no deskewed copy of the whole page is ever made. ``pixels``: the grey page's
+    own pixels as an array (``PageMemory.pixels``), read in place instead of copied.
 
     Otsu on darkness below the paper level decides what is ink. The paper level
     comes from ~2.7 mm blocks, each taking the brightest block nearby so that a
@@ -50,16 +53,19 @@ def ink_rows(image: Image.Image, skew_deg: float = 0.0) -> tuple[bytearray, tupl
     grey = image if image.mode == "L" else flat_mode(image).convert("L")
     w, h = grey.size
     limit = ink_limit(grey, skew_deg)
-    bands = _Bands(grey, skew_deg)
+    bands = _Bands(grey, skew_deg, pixels if grey is image else None)
     if isinstance(limit, int):
         return bands.packed(lambda _top, pixels, ink: np.less(pixels, limit, out=ink)), (w, h)
-    # the quarter-size limits laid under the rows as a nearest-pixel resize would lay them
-    xs, ys = _nearest(w, limit.shape[1]), _nearest(h, limit.shape[0])
+    # the quarter-size limits laid under the rows as a nearest-pixel resize would lay them:
+    # each limit repeated over the columns and rows it covers (the indices only grow)
+    ys = _nearest(h, limit.shape[0])
+    across = np.bincount(_nearest(w, limit.shape[1]), minlength=limit.shape[1])
     under = np.empty((min(h, INK_BAND), w), dtype=np.uint8)
 
     def darker(top: int, pixels: npt.NDArray[np.uint8], ink: Mask) -> None:
-        rows = np.take(limit, ys[top : top + len(pixels)], axis=0)
-        np.take(rows, xs, axis=1, out=under[: len(pixels)])
+        rows = ys[top : top + len(pixels)]
+        wide = np.repeat(limit[rows[0] : rows[-1] + 1], across, axis=1)
+        np.take(wide, rows - rows[0], axis=0, out=under[: len(pixels)])
         np.less(pixels, under[: len(pixels)], out=ink)
 
     return bands.packed(darker), (w, h)
@@ -99,13 +105,17 @@ def _nearest(size: int, smaller: int) -> npt.NDArray[np.intp]:
 
 class _Bands:
     """The page (deskewed by ``skew_deg``) INK_BAND rows at a time, read into one band
-    buffer that every band reuses, thresholded into one reused mask: besides the page,
-    a page's ink costs three bands of memory and no allocation per band."""
+    buffer that every band reuses (or straight from the page's ``pixels``), thresholded
+    into one reused mask: besides the page, a page's ink costs three bands of memory and
+    no allocation per band."""
 
-    def __init__(self, grey: Image.Image, skew_deg: float) -> None:
+    def __init__(
+        self, grey: Image.Image, skew_deg: float, pixels: npt.NDArray[np.uint8] | None
+    ) -> None:
         self._grey = grey
         w, h = grey.size
         self.height = h
+        self._pixels = pixels if pixels is not None and pixels.shape == (h, w) else None
         self._buffer = np.empty((min(h, INK_BAND), w), dtype=np.uint8)
         self._mask = np.empty((min(h, INK_BAND), w), dtype=np.bool_)
         self._view = Image.frombuffer("L", (w, len(self._buffer)), self._buffer, "raw", "L", 0, 1)
@@ -115,6 +125,8 @@ class _Bands:
     def pixels(self, top: int) -> npt.NDArray[np.uint8]:
         """Rows ``top`` to ``top + INK_BAND`` (fewer at the bottom)."""
         rows = min(self.height, top + INK_BAND) - top
+        if self._matrix is None and self._pixels is not None:
+            return self._pixels[top : top + rows]
         if self._matrix is None:
             # pasted at a negative offset: only the band's rows are copied, no crop made
             self._view.paste(self._grey, (0, -top))

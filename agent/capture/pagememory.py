@@ -7,12 +7,18 @@ four workers that slack alone took peak RSS from ~150 to ~170 MB over a
 JPEG, a file) is decoded here into memory the worker keeps, so the arenas only
 see small allocations come and go. A page already decoded (SANE's frames) is
 used as it is.
+
+The memory is a numpy array that the decoded page's pixels are mapped on, so
+the ink of the page is thresholded straight from it (``pixels``): no copy of
+the page, not even band by band.
 """
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageFile
 
 
@@ -22,6 +28,7 @@ class PageMemory:
 
     def __init__(self) -> None:
         self._page: Image.Image | None = None
+        self._pixels: npt.NDArray[np.uint8] | None = None
 
     def decode(self, image: Image.Image) -> Image.Image:
         """``image``, decoded into this memory when it is a file image not yet loaded
@@ -32,11 +39,25 @@ class PageMemory:
             return image
         page = self._page
         if page is None or page.mode != image.mode or page.size != image.size:
-            self._page = page = None  # the old page's memory goes before the new is made
-            self._page = page = Image.new(image.mode, image.size)
+            self._page = page = self._pixels = None  # the old memory goes before the new
+            w, h = image.size
+            if image.mode == "L":
+                self._pixels = np.empty((h, w), dtype=np.uint8)
+                page = Image.frombuffer("L", (w, h), self._pixels, "raw", "L", 0, 1)
+            else:
+                page = Image.new(image.mode, image.size)
+            self._page = page
         image.im = page.im
         image.load()
         return image
+
+    def pixels(self, image: Image.Image) -> npt.NDArray[np.uint8] | None:
+        """The pixels of ``image`` as an array (rows of bytes), no copy made, when it is
+        the grey page last decoded here (Pillow kept the memory it was given)."""
+        page = self._page
+        if page is None or self._pixels is None or getattr(image, "_im", None) is not page.im:
+            return None
+        return self._pixels
 
 
 class WorkerMemories:

@@ -12,6 +12,8 @@ import hashlib
 import io
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from agent.capture.codes import Signal, interpret
@@ -40,16 +42,22 @@ class PageWork:
     thumbnail: bytes | None
 
 
-def encode(page: ScannedPage, grey: Image.Image, check: PageCheck, profile: str) -> EncodedPage:
+def encode(
+    page: ScannedPage,
+    grey: Image.Image,
+    check: PageCheck,
+    profile: str,
+    pixels: npt.NDArray[np.uint8] | None = None,
+) -> EncodedPage:
     """A colour JPEG from the scanner is wrapped as it is, unless deskew changed it; the
-    ``text`` profile codes the shared grey page (a bilevel scan: its own bits), the others
-    the page as scanned."""
+    ``text`` profile codes the shared grey page (a bilevel scan: its own bits; ``pixels``,
+    the grey page's own, are read in place), the others the page as scanned."""
     skew = check.skew_deg if "deskewed" in check.flags else 0.0
     if page.jpeg is not None and profile == "color" and not skew:
         return wrap_jpeg(page.jpeg, page.dpi)
     # a bilevel scan keeps its own bits; any other page's ink comes from the shared grey
     image = grey if profile == "text" and page.image.mode != "1" else page.image
-    return encode_page(image, page.dpi, profile, skew_deg=skew)
+    return encode_page(image, page.dpi, profile, skew_deg=skew, pixels=pixels)
 
 
 def shared_grey(image: Image.Image, dpi: int) -> tuple[Image.Image, Reduced | None]:
@@ -93,7 +101,8 @@ def work_page(
         line = exc.line().removeprefix("error: ")
         return PageWork(index, barcodes, signals, None, None, "", line, thumb)
     del small  # the working copy is done with: only the page and its ink from here on
-    encoded = encode(page, grey, check, capture.profile)
+    pixels = memory.pixels(grey) if memory is not None else None
+    encoded = encode(page, grey, check, capture.profile, pixels)
     thumb = page_thumbnail(grey, check) if thumbnail else None
     digest = hashlib.sha256(encoded.data).hexdigest()
     return PageWork(index, barcodes, signals, check, encoded, digest, None, thumb)

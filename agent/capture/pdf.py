@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageCms
 
 from agent.capture.g4 import encode_g4
@@ -70,12 +72,18 @@ class PdfMetadata:
 
 
 def encode_page(
-    image: Image.Image, dpi: int, profile: str, *, skew_deg: float = 0.0
+    image: Image.Image,
+    dpi: int,
+    profile: str,
+    *,
+    skew_deg: float = 0.0,
+    pixels: npt.NDArray[np.uint8] | None = None,
 ) -> EncodedPage:
     """Compress one page image for the PDF in the given profile, deskewed by ``skew_deg``
-    (``pages.deskew``; the ``text`` profile turns its ink band by band, with no copy)."""
+    (``pages.deskew``; the ``text`` profile turns its ink band by band, with no copy, and
+    reads a grey page's ``pixels`` in place when it has them: ``ink.ink_rows``)."""
     if profile == "text" and image.mode != "1":
-        return _encode_g4(*ink_rows(image, skew_deg), dpi)
+        return _encode_g4(*ink_rows(image, skew_deg, pixels=pixels), dpi)
     if skew_deg:
         image = deskew(image, skew_deg)
     if profile == "text":  # already bilevel: only turn ink into 1 bits
