@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageChops
+from PIL import Image
 
 from device.pixels import Reduced, max_filter, reduced
 
@@ -63,14 +63,11 @@ def candidate_regions(
     paper = int(np.searchsorted(cumulative, 0.9 * cumulative[-1]))
     ink = int(np.searchsorted(cumulative, 0.01 * cumulative[-1]))
     contrast = max(paper - ink, FINDER_MIN_CONTRAST)
-    # darkness below the paper around each place, as a fraction of the contrast, 0..255
-    dark = ImageChops.subtract(_local_paper(tiny), tiny).point(
-        [min(255, v * 255 // contrast) for v in range(256)]
-    )
-    # windows of 3 x 3 cells, a cell apart: the mean darkness of each cell, then sums
+    # windows of 3 x 3 cells, a cell apart: the darkness of each cell below the paper
+    # around it, as a fraction of the contrast (0..255), then sums
     step = max(1, round(min(tiny.size) * FINDER_WINDOW / 3))
     window = 3 * step
-    cells = np.asarray(dark.reduce(step) if step > 1 else dark, dtype=np.uint16)
+    cells = _cell_darkness(tiny, step, contrast)
     if min(cells.shape) < 3:
         return []
     rows, cols = cells.shape[0] - 2, cells.shape[1] - 2
@@ -98,13 +95,25 @@ def candidate_regions(
     return _merged(boxes)
 
 
-def _local_paper(tiny: Image.Image) -> Image.Image:
-    """The paper level under each pixel: the brightest ~2.7 mm block within reach."""
+def _cell_darkness(tiny: Image.Image, step: int, contrast: int) -> npt.NDArray[np.uint16]:
+    """How much darker than the paper around it each ``step`` x ``step`` cell of the
+    page is, 255 for the page's full ink-to-paper ``contrast``: the cells' means against
+    the paper level laid under the cells (not under every pixel: a sixteenth of the
+    work, and a code's cells are as dark either way)."""
+    means = np.asarray(tiny.reduce(step) if step > 1 else tiny, dtype=np.int32)
+    paper = np.asarray(_local_paper(tiny, (means.shape[1], means.shape[0])), dtype=np.int32)
+    darkness = np.clip((paper - means) * 255 // contrast, 0, 255)
+    return darkness.astype(np.uint16)
+
+
+def _local_paper(tiny: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The paper level under each place, ``size`` places across and down: the brightest
+    ~2.7 mm block within reach."""
     block = max(1, round(min(tiny.size) / 78))
     blocks = tiny.reduce(block) if block > 1 else tiny
     reach = max(1, round(min(blocks.size) * FINDER_PAPER_REACH))
     brightest = max_filter(blocks, 2 * (reach // 2) + 1)
-    return brightest.resize(tiny.size, Image.Resampling.BILINEAR)
+    return brightest.resize(size, Image.Resampling.BILINEAR)
 
 
 def _merged(boxes: list[Box]) -> list[Box]:

@@ -13,7 +13,14 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from agent.capture.pages import Mask, content_mask, near_ink, skew_search, working_grey
+from agent.capture.pages import (
+    Mask,
+    content_mask,
+    near_ink,
+    nonzero_cells,
+    skew_search,
+    working_grey,
+)
 from device.errors import InputError
 
 ORIENTATION_DPI = 150
@@ -62,7 +69,7 @@ def turn_upright(image: Image.Image, orientation_cw: int) -> Image.Image:
 
 def _line_profile(mask: Mask, angle: float) -> npt.NDArray[np.float64]:
     """Ink per text row, counted along lines at the given skew."""
-    ys, xs = np.nonzero(mask)
+    ys, xs = nonzero_cells(mask)
     shift = (xs - mask.shape[1] / 2) * math.tan(math.radians(angle))
     rows = np.round(ys + shift - shift.min()).astype(np.int64)
     return np.bincount(rows).astype(np.float64)
