@@ -67,7 +67,7 @@ def candidate_regions(
     # around it, as a fraction of the contrast (0..255), then sums
     step = max(1, round(min(tiny.size) * FINDER_WINDOW / 3))
     window = 3 * step
-    cells = _cell_darkness(tiny, step, contrast)
+    cells = _cell_darkness(tiny, step, max(0, paper - contrast), contrast)
     if min(cells.shape) < 3:
         return []
     rows, cols = cells.shape[0] - 2, cells.shape[1] - 2
@@ -95,12 +95,17 @@ def candidate_regions(
     return _merged(boxes)
 
 
-def _cell_darkness(tiny: Image.Image, step: int, contrast: int) -> npt.NDArray[np.uint16]:
+def _cell_darkness(
+    tiny: Image.Image, step: int, full: int, contrast: int
+) -> npt.NDArray[np.uint16]:
     """How much darker than the paper around it each ``step`` x ``step`` cell of the
     page is, 255 for the page's full ink-to-paper ``contrast``: the cells' means against
     the paper level laid under the cells (not under every pixel: a sixteenth of the
-    work, and a code's cells are as dark either way)."""
-    means = np.asarray(tiny.reduce(step) if step > 1 else tiny, dtype=np.int32)
+    work). No pixel counts darker than ``full`` (the page's paper level less the
+    contrast): a bold black stroke on a page of grey ink is no more than full darkness,
+    as a code's bars are."""
+    floored = tiny.point([max(level, full) for level in range(256)])
+    means = np.asarray(floored.reduce(step) if step > 1 else floored, dtype=np.int32)
     paper = np.asarray(_local_paper(tiny, (means.shape[1], means.shape[0])), dtype=np.int32)
     darkness = np.clip((paper - means) * 255 // contrast, 0, 255)
     return darkness.astype(np.uint16)
