@@ -301,7 +301,9 @@ def trimmed_page(grey: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Ma
     if inner.size == 0:
         return inner, np.zeros((0, 0), dtype=np.bool_)
     paper = _paper_level(inner)
-    ink = inner < paper * (1.0 - INK_CONTRAST)
+    # a whole level: the pixels (integers) below it are those below the fraction, and
+    # numpy compares bytes with bytes instead of widening every pixel to a float
+    ink = inner < math.ceil(paper * (1.0 - INK_CONTRAST))
     top, bottom, left, right = _band_bounds(ink)
     return inner[top:bottom, left:right], _despeckle(ink[top:bottom, left:right])
 
@@ -318,7 +320,10 @@ def _band_bounds(ink: Mask) -> tuple[int, int, int, int]:
     """Rows and columns (top, bottom, left, right; ends exclusive) inside the dark bands
     that run along an edge (scanner lid shadow, a neighbouring page)."""
     h, w = ink.shape
-    rows, cols = ink.mean(axis=1), ink.mean(axis=0)
+    # sums of the bytes into 32-bit counts: twice as fast as a mean over booleans
+    pixels = ink.view(np.uint8)
+    rows = pixels.sum(axis=1, dtype=np.int32) / max(w, 1)
+    cols = pixels.sum(axis=0, dtype=np.int32) / max(h, 1)
     top = _band_depth(rows, round(h * BAND_MAX_FRACTION))
     bottom = _band_depth(rows[::-1], round(h * BAND_MAX_FRACTION))
     left = _band_depth(cols, round(w * BAND_MAX_FRACTION))
