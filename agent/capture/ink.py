@@ -71,6 +71,16 @@ def ink_rows(
     return bands.packed(darker), (w, h)
 
 
+def bilevel_rows(
+    grey: Image.Image, skew_deg: float = 0.0, *, pixels: npt.NDArray[np.uint8] | None = None
+) -> tuple[bytearray, tuple[int, int]]:
+    """A bilevel scan's own bits as ``ink_rows`` gives a page's ink (black = ink = 1),
+    from the scan in grey (0 and 255, as ``to_grey`` makes it), turned by ``skew_deg``
+    band by band: neither a turned copy nor Pillow's slow packing of a "1" image."""
+    bands = _Bands(grey, skew_deg, pixels)
+    return bands.packed(lambda _top, rows, ink: np.less(rows, 128, out=ink)), grey.size
+
+
 def ink_limit(grey: Image.Image, skew_deg: float = 0.0) -> int | npt.NDArray[np.uint8]:
     """The grey level below which a pixel of the page (deskewed by ``skew_deg``) is ink:
     one level for even paper, else one per pixel of a quarter-size copy of the page."""

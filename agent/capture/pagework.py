@@ -20,7 +20,7 @@ from agent.capture.codes import Signal, interpret
 from agent.capture.events import thumbnail_jpeg
 from agent.capture.pagememory import PageMemory
 from agent.capture.pages import PageCheck, deskew, planned_check, work_factor
-from agent.capture.pdf import EncodedPage, encode_page, wrap_jpeg
+from agent.capture.pdf import EncodedPage, encode_bilevel, encode_page, wrap_jpeg
 from agent.config import CaptureConfig
 from device.barcodes import Barcode, BarcodeReader, to_grey
 from device.errors import InputError
@@ -55,8 +55,10 @@ def encode(
     skew = check.skew_deg if "deskewed" in check.flags else 0.0
     if page.jpeg is not None and profile == "color" and not skew:
         return wrap_jpeg(page.jpeg, page.dpi)
-    # a bilevel scan keeps its own bits; any other page's ink comes from the shared grey
-    image = grey if profile == "text" and page.image.mode != "1" else page.image
+    # a bilevel scan keeps its own bits, read from the shared grey as any page's ink
+    if profile == "text" and page.image.mode == "1":
+        return encode_bilevel(grey, page.dpi, skew_deg=skew, pixels=pixels)
+    image = grey if profile == "text" else page.image
     return encode_page(image, page.dpi, profile, skew_deg=skew, pixels=pixels)
 
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from PIL import Image, ImageCms
 
 from agent.capture.g4 import encode_g4
-from agent.capture.ink import ink_rows
+from agent.capture.ink import bilevel_rows, ink_rows
 from agent.capture.pages import deskew, flat_mode
 from device.errors import InputError
 
@@ -82,13 +82,12 @@ def encode_page(
     """Compress one page image for the PDF in the given profile, deskewed by ``skew_deg``
     (``pages.deskew``; the ``text`` profile turns its ink band by band, with no copy, and
     reads a grey page's ``pixels`` in place when it has them: ``ink.ink_rows``)."""
-    if profile == "text" and image.mode != "1":
+    if profile == "text" and image.mode == "1":  # already bilevel: its own bits
+        return _encode_g4(*bilevel_rows(image.convert("L"), skew_deg), dpi)
+    if profile == "text":
         return _encode_g4(*ink_rows(image, skew_deg, pixels=pixels), dpi)
     if skew_deg:
         image = deskew(image, skew_deg)
-    if profile == "text":  # already bilevel: only turn ink into 1 bits
-        ink = image.convert("L").point([255] + [0] * 255, "1")
-        return _encode_g4(ink.tobytes(), ink.size, dpi)
     if profile == "color":
         return _encode_jpeg(flat_mode(image), dpi)
     if profile == "lossless":
@@ -216,6 +215,18 @@ class PdfWriter:
         self._out.write(data)
         self._digest.update(data)
         self._position += len(data)
+
+
+def encode_bilevel(
+    grey: Image.Image,
+    dpi: int,
+    *,
+    skew_deg: float = 0.0,
+    pixels: npt.NDArray[np.uint8] | None = None,
+) -> EncodedPage:
+    """A bilevel scan, given in grey (``to_grey``'s 0 and 255), coded as its own bits:
+    ``encode_page``'s ``text`` profile of the scan, without converting it again."""
+    return _encode_g4(*bilevel_rows(grey, skew_deg, pixels=pixels), dpi)
 
 
 def _encode_g4(rows: bytes | bytearray, size: tuple[int, int], dpi: int) -> EncodedPage:
