@@ -107,8 +107,10 @@ def _cell_darkness(
     floored = tiny.point([max(level, full) for level in range(256)])
     means = np.asarray(floored.reduce(step) if step > 1 else floored, dtype=np.int32)
     paper = np.asarray(_local_paper(tiny, (means.shape[1], means.shape[0])), dtype=np.int32)
-    darkness = np.clip((paper - means) * 255 // contrast, 0, 255)
-    return darkness.astype(np.uint16)
+    darkness: npt.NDArray[np.uint16] = np.clip((paper - means) * 255 // contrast, 0, 255).astype(
+        np.uint16
+    )
+    return darkness
 
 
 def _local_paper(tiny: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from agent.capture.codes import interpret
-from agent.capture.samples import blank_page, content_lines, make_page, receipt_page
-from device.barcodes import Barcode, ZbarReader, to_grey
+from agent.capture.samples import blank_page, code_image, content_lines, make_page, receipt_page
+from device.barcodes import BARS_COHERENCE, Barcode, ZbarReader, parallel_edges, to_grey
 from device.errors import BarcodeError
 
 DOSSIER = "000.00.20.H56-230512-0003"
@@ -225,3 +225,36 @@ def test_generated_page_is_grey_a4_and_the_same_for_a_seed(kw, size):
     other = make_page(["Trang 1"], codes=[("CODE128", DOSSIER)], noise=0.05, seed=4, **kw)
     assert (first.mode, first.size) == ("L", size)
     assert first.tobytes() == again.tobytes() != other.tobytes()
+
+
+def _short_barred_code_on_a_crooked_sheet(value: str, skew_deg: float) -> Image.Image:
+    """A long Code 128 with bars ~3 mm tall (a label printer's), on a sheet fed crooked:
+    no scan line crosses all of its bars, so only the tilted pass reads it."""
+    code = code_image("CODE128", value)
+    code = code.resize((code.width, code.height // 4))
+    page = Image.new("L", (2480, 3508), 235)
+    page.paste(code, (300, 600))
+    return page.rotate(skew_deg, resample=Image.Resampling.BILINEAR, fillcolor=235)
+
+
+@pytest.mark.parametrize("skew_deg", [6.0, 8.0])
+def test_a_long_short_barred_code_on_a_crooked_sheet_is_read_by_the_tilted_pass(
+    skew_deg: float,
+) -> None:
+    value = "000.00.15.H40-250123-0001-LONGER-CODE-XYZ"
+    page = _short_barred_code_on_a_crooked_sheet(value, skew_deg)
+    assert ZbarReader(fallback=None).read(page, 0) == (Barcode(0, "CODE128", value),)
+
+
+def test_only_places_whose_edges_run_one_way_are_tilted() -> None:
+    """The tilted pass (two turned copies, two zbar scans) is for 1-D codes only: a heading
+    in bold capitals, a QR code or a photograph is never worth it."""
+    bars = _short_barred_code_on_a_crooked_sheet("H40.99-251201-000123456789", 6.0)
+    heading = make_page(["CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"] * 3, seed=4)
+    qr = code_image("QRCODE", CCCD)
+    # the places as the ladder sees them: at ~150 dpi
+    assert parallel_edges(bars.crop((250, 450, 2300, 1000)).reduce(2)) >= BARS_COHERENCE
+    assert (
+        parallel_edges(heading.convert("L").crop((200, 200, 2200, 700)).reduce(2)) < BARS_COHERENCE
+    )
+    assert parallel_edges(qr.convert("L").reduce(2)) < BARS_COHERENCE / 4
