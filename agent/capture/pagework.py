@@ -18,9 +18,10 @@ from PIL import Image
 
 from agent.capture.codes import Signal, interpret
 from agent.capture.events import thumbnail_jpeg
+from agent.capture.ink import bilevel_rows
 from agent.capture.pagememory import PageMemory
 from agent.capture.pages import PageCheck, deskew, planned_check, work_factor
-from agent.capture.pdf import EncodedPage, encode_bilevel, encode_page, wrap_jpeg
+from agent.capture.pdf import EncodedPage, encode_page, g4_page, wrap_jpeg
 from agent.config import CaptureConfig
 from device.barcodes import Barcode, BarcodeReader, to_grey
 from device.errors import InputError
@@ -57,7 +58,7 @@ def encode(
         return wrap_jpeg(page.jpeg, page.dpi)
     # a bilevel scan keeps its own bits, read from the shared grey as any page's ink
     if profile == "text" and page.image.mode == "1":
-        return encode_bilevel(grey, page.dpi, skew_deg=skew, pixels=pixels)
+        return g4_page(*bilevel_rows(grey, skew, pixels=pixels), page.dpi)
     image = grey if profile == "text" else page.image
     return encode_page(image, page.dpi, profile, skew_deg=skew, pixels=pixels)
 

@@ -83,9 +83,9 @@ def encode_page(
     (``pages.deskew``; the ``text`` profile turns its ink band by band, with no copy, and
     reads a grey page's ``pixels`` in place when it has them: ``ink.ink_rows``)."""
     if profile == "text" and image.mode == "1":  # already bilevel: its own bits
-        return _encode_g4(*bilevel_rows(image.convert("L"), skew_deg), dpi)
+        return g4_page(*bilevel_rows(image.convert("L"), skew_deg), dpi)
     if profile == "text":
-        return _encode_g4(*ink_rows(image, skew_deg, pixels=pixels), dpi)
+        return g4_page(*ink_rows(image, skew_deg, pixels=pixels), dpi)
     if skew_deg:
         image = deskew(image, skew_deg)
     if profile == "color":
@@ -217,19 +217,7 @@ class PdfWriter:
         self._position += len(data)
 
 
-def encode_bilevel(
-    grey: Image.Image,
-    dpi: int,
-    *,
-    skew_deg: float = 0.0,
-    pixels: npt.NDArray[np.uint8] | None = None,
-) -> EncodedPage:
-    """A bilevel scan, given in grey (``to_grey``'s 0 and 255), coded as its own bits:
-    ``encode_page``'s ``text`` profile of the scan, without converting it again."""
-    return _encode_g4(*bilevel_rows(grey, skew_deg, pixels=pixels), dpi)
-
-
-def _encode_g4(rows: bytes | bytearray, size: tuple[int, int], dpi: int) -> EncodedPage:
+def g4_page(rows: bytes | bytearray, size: tuple[int, int], dpi: int) -> EncodedPage:
     """CCITT G4 by libtiff (``g4.py``); the page is one strip, whose bytes are the PDF
     stream as they are."""
     w, h = size
