@@ -20,6 +20,9 @@ batch after a warm-up batch, so it holds on a loaded machine; pages per second
 are wall clock and are not load-robust: each is the better of two runs, printed
 with the load average and the CPU time the host stole from this VM meanwhile.
 Blank errors: faded pages dropped as blank, and true blank backs not dropped.
+The host's speed is printed beside them: Pillow decoding the corpus JPEGs alone,
+before and after the runs (this VM shares its host, and that floor moves from 17
+to 26 ms a page between runs), and CPU per page beyond it.
 Peak RSS: VmHWM of the child (threads share it) over a batch of M pages
 (main's over at most 100: its memory is flat after the first pages).
 """
@@ -188,6 +191,22 @@ def baseline_tree(ref: str, into: Path) -> Path:
     return into
 
 
+def decode_ms(folder: Path) -> float:
+    """The host's speed, measured beside the runs: CPU ms to decode one of the corpus
+    JPEGs with Pillow alone (best of 3 rounds), the floor under every page's CPU."""
+    from PIL import Image
+
+    jpegs = sorted(folder.glob("*.jpg"))
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for jpeg in jpegs:
+            with Image.open(jpeg) as image:
+                image.load()
+        best = min(best, time.process_time() - started)
+    return 1000 * best / max(1, len(jpegs))
+
+
 def write_corpus(folder: Path, rounds: int) -> list[str]:
     from tests.support.counter_pages import corpus
 
@@ -221,6 +240,7 @@ def main() -> None:
         folder.mkdir()
         write_corpus(folder, args.rounds)
         base = baseline_tree(args.baseline_ref, Path(tmp) / "baseline")
+        decode_before = decode_ms(folder)
         rows = []
         for corpus_name, source in (("generated", None), ("real scans", scans)):
             if corpus_name == "real scans" and source is None:
@@ -246,11 +266,18 @@ def main() -> None:
         rss = measure(REPO, folder, 4, args.rss_pages, None)
         # main's memory is flat after its first pages; 100 keep the run within 4 minutes
         rss_main = measure(base, folder, 1, min(args.rss_pages, MAIN_RSS_PAGES), None)
-    report(args, rows, raw, rss, rss_main, time.time() - started)
+        decode = (decode_before, decode_ms(folder))
+    report(args, rows, raw, rss, rss_main, decode, time.time() - started)
 
 
 def report(
-    args: argparse.Namespace, rows: Any, raw: Any, rss: Any, rss_main: Any, took: float
+    args: argparse.Namespace,
+    rows: Any,
+    raw: Any,
+    rss: Any,
+    rss_main: Any,
+    decode: tuple[float, float],
+    took: float,
 ) -> None:
     print(
         f"command: .venv/bin/python -m tests.bench.bench_capture_workers --pages {args.pages}"
@@ -258,8 +285,18 @@ def report(
     )
     print("| measure | sohoa | baseline (main) | ratio |")
     print("|---|---|---|---|")
+    print(
+        f"| host speed: JPEG decode alone, CPU per page (before / after the runs) |"
+        f" {decode[0]:.1f} / {decode[1]:.1f} ms | — | the floor under a page's CPU |"
+    )
     for name, main_run, runs, load, steal in rows:
         one = runs[1]
+        if name == "generated":
+            print(
+                f"| generated: CPU per page beyond decoding, 1 worker |"
+                f" {one['cpu_ms'] - decode[0]:.1f} ms | {main_run['cpu_ms'] - decode[0]:.1f} ms |"
+                f" {(one['cpu_ms'] - decode[0]) / (main_run['cpu_ms'] - decode[0]):.2f} |"
+            )
         print(
             f"| {name}: CPU per page, 1 worker (target ≤ {CPU_TARGET_MS:.0f} ms) |"
             f" {one['cpu_ms']:.1f} ms | {main_run['cpu_ms']:.1f} ms |"
