@@ -289,9 +289,13 @@ def test_a_workers_pages_are_decoded_into_its_own_memory_as_pillow_decodes_them(
         expected = np.asarray(Image.open(io.BytesIO(data)))
         page = memory.decode(Image.open(io.BytesIO(data)))
         assert np.array_equal(np.asarray(page), expected)
+        # the ink is thresholded from the same memory, read in place
+        pixels = memory.pixels(page)
+        assert pixels is not None and np.array_equal(pixels, expected)
         decoded.append(page.im)
     # one page's memory, every page
     assert all(core is decoded[0] for core in decoded)
     # a page already decoded (a SANE frame) is left as it is
     frame = Image.new("L", (40, 30), 200)
     assert memory.decode(frame) is frame and frame.im is not decoded[0]
+    assert memory.pixels(frame) is None

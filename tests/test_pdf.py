@@ -559,3 +559,32 @@ def test_a_crooked_page_is_deskewed_band_by_band_as_the_whole_page_would_be(
     assert size == whole_size == page.size
     # the same turn; only a nearest pixel chosen across a rounding edge differs
     assert int((ink != reference).sum()) < 0.02 * int(reference.sum())
+
+
+@pytest.mark.parametrize("skew", [0.0, 2.5])
+def test_a_bilevel_scan_goes_into_the_archive_with_its_own_bits_straight_or_turned(
+    skew: float,
+) -> None:
+    """A bilevel scan captured with the ``text`` profile: its bits as they came, read
+    from the page's grey as every page's ink is, and turned as the whole page would be."""
+    from agent.capture.pagework import work_page
+    from agent.config import CaptureConfig
+    from device.barcodes import ZbarReader
+    from device.scanner import ScannedPage
+
+    page = text_page().convert("1")
+    if skew:
+        page = page.rotate(skew, resample=Image.Resampling.NEAREST, fillcolor=255)
+    work = work_page(
+        ScannedPage(0, page, 300, "adf"), 0, ZbarReader(fallback=None), CaptureConfig()
+    )
+    assert work.encoded is not None and work.check is not None
+    archived = np.asarray(embedded_image(pdfium.PdfDocument(build([work.encoded])), 0).convert("L"))
+    if not skew:
+        assert "deskewed" not in work.check.flags
+        assert np.array_equal(archived < 128, np.asarray(page.convert("L")) < 128)
+        return
+    assert "deskewed" in work.check.flags
+    whole = np.asarray(prepare_page(page, 300)[0].convert("L")) < 128
+    # the same turn; only a nearest pixel chosen across a rounding edge differs
+    assert int(((archived < 128) != whole).sum()) < 0.02 * int(whole.sum())
