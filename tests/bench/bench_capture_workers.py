@@ -157,26 +157,21 @@ def measure(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-class Steal:
-    """The host's CPU time stolen from this machine (a shared VM), from /proc/stat."""
-
-    def __init__(self, stolen: int = 0, total: int = 0) -> None:
-        self.stolen, self.total = stolen, total
-
-    def __sub__(self, other: Steal) -> Steal:
-        return Steal(self.stolen - other.stolen, self.total - other.total)
-
-    def __str__(self) -> str:
-        return f"{100 * self.stolen / self.total:.0f}%" if self.total else "?"
-
-
-def host_steal() -> Steal:
+def host_ticks() -> tuple[int, int]:
+    """CPU ticks the host stole from this machine (a shared VM) and all ticks, from
+    /proc/stat; (0, 0) where there is none."""
     try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
     except OSError:
-        return Steal()
-    ticks = [int(v) for v in fields[:8]]
-    return Steal(ticks[7] if len(ticks) > 7 else 0, sum(ticks))
+        return 0, 0
+    ticks = [int(v) for v in fields]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def stolen_since(before: tuple[int, int]) -> str:
+    """The share of CPU time the host stole since ``before`` (``host_ticks``)."""
+    stolen, total = (now - then for now, then in zip(host_ticks(), before, strict=True))
+    return f"{100 * stolen / total:.0f}%" if total else "?"
 
 
 def baseline_tree(ref: str, into: Path) -> Path:
@@ -245,7 +240,7 @@ def main() -> None:
         for corpus_name, source in (("generated", None), ("real scans", scans)):
             if corpus_name == "real scans" and source is None:
                 continue
-            load, steal = os.getloadavg()[0], host_steal()
+            load, ticks = os.getloadavg()[0], host_ticks()
             main_run = measure(base, folder, 1, args.pages, source)
             # pages per second are wall clock: each worker count twice, interleaved, the
             # faster kept, so that one stolen stretch of the host does not decide a ratio
@@ -257,7 +252,7 @@ def main() -> None:
                 for k, n in enumerate((1, 2, 4))
             }
             load = (load + os.getloadavg()[0]) / 2
-            rows.append((corpus_name, main_run, runs, load, host_steal() - steal))
+            rows.append((corpus_name, main_run, runs, load, stolen_since(ticks)))
         # the same pages as SANE delivers them, with no JPEG to decode
         load = os.getloadavg()[0]
         raw_main = measure(base, folder, 1, args.pages, None, raw=True)
